@@ -1,0 +1,55 @@
+"""Every default of regularizedvi, stated once.
+
+Docstrings quote these values; tests check that the two agree. Change a default here
+and nowhere else.
+"""
+
+from __future__ import annotations
+
+import math
+
+# ---- network sizes (scvi-tools' defaults, so results compare like for like) ----
+N_HIDDEN = 128
+N_LATENT = 10
+N_LAYERS = 1
+DROPOUT_RATE = 0.1
+LIBRARY_N_HIDDEN = 16  # the library encoder is deliberately low-capacity (spec, mod. 5)
+VAR_EPS = 1e-4  # floor on encoder variances
+
+# ---- priors (spec "regularizedvi generative model") ----
+# Additive background s = exp(beta) ~ Gamma(1, 100); its penalty is off unless asked for.
+BACKGROUND_PRIOR_ALPHA = 1.0
+BACKGROUND_PRIOR_BETA = 100.0
+REGULARISE_BACKGROUND = False
+# Initial background, as a fraction of a cell's expected counts spread evenly over the
+# features. See AmbientRegularizedSCVI's docstring for why this is not exp(beta)=0.01.
+BACKGROUND_INIT_FRACTION = 0.01
+# Feature scaling y = softplus(gamma) / 0.7 ~ Gamma(200, 200) (mean 1).
+FEATURE_SCALING_DIVISOR = 0.7
+FEATURE_SCALING_PRIOR_ALPHA = 200.0
+FEATURE_SCALING_PRIOR_BETA = 200.0
+# Hierarchical dispersion prior: lambda ~ Gamma(9, 3); 1/sqrt(theta) ~ Exponential(lambda).
+DISPERSION_RATE_PRIOR_ALPHA = 9.0
+DISPERSION_RATE_PRIOR_BETA = 3.0
+DISPERSION_RATE_INIT = DISPERSION_RATE_PRIOR_ALPHA / DISPERSION_RATE_PRIOR_BETA  # = 3
+THETA_INIT = DISPERSION_RATE_INIT**2  # = 9, the prior's equilibrium 1/sqrt(theta) = 1/lambda
+LOG_THETA_INIT = math.log(THETA_INIT)
+DISPERSION_POSTERIOR_SIGMA_INIT = 0.1
+# Library-size prior: LogNormal(mu_p, LIBRARY_PRIOR_VARIANCE_SCALE * sigma^2_p).
+LIBRARY_PRIOR_VARIANCE_SCALE = 0.5
+
+# ---- training ----
+EARLY_STOPPING_MIN_DELTA_PER_FEATURE = 0.0002
+MAX_EPOCHS_CAP = 400  # scvi-tools' heuristic: min(round(20000 / n_cells * 400), 400)
+BATCH_SIZE = 128
+LEARNING_RATE = 1e-3
+WEIGHT_DECAY = 1e-6
+N_EPOCHS_KL_WARMUP = 400
+
+# ---- input checks ----
+# How many stored values the count check reads (all of them up to this, a seeded sample beyond).
+COUNT_CHECK_MAX_VALUES = 10_000_000
+# Global parameters (background, feature scaling, dispersion) are few and pooled over all
+# cells, but Adam moves any parameter by about `lr` per step: they get a larger step so
+# that they reach the data's values within a normal training run.
+GLOBAL_LR_MULTIPLIER = 10.0

@@ -1,0 +1,10 @@
+"""Names under which each AnnData field is registered (the keys of a minibatch)."""
+
+X = "X"
+AMBIENT = "ambient_covs"
+NN_CONDITIONING = "nn_conditioning_covs"
+FEATURE_SCALING = "feature_scaling_covs"
+DISPERSION = "dispersion_group"
+LIBRARY = "library_group"
+ENCODER = "encoder_covs"
+CONTINUOUS = "continuous_covs"

@@ -1,0 +1,208 @@
+"""``AmbientRegularizedSCVI``: the single-modality model."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+from anndata import AnnData
+from scvi.data import AnnDataManager
+from scvi.data.fields import CategoricalJointObsField, CategoricalObsField, LayerField, NumericalJointObsField
+from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin, VAEMixin
+
+from regularizedvi import _constants as C
+from regularizedvi.data import _keys as K
+from regularizedvi.data import check_counts, check_covariates, resolve_covariate_design
+from regularizedvi.model._outputs import ExpressionOutputsMixin
+from regularizedvi.model._save_load import SafeSaveLoadMixin
+from regularizedvi.model._training import RegularizedTrainingMixin
+from regularizedvi.model._utils import group_log_library_stats, group_mean_profiles, n_cats_per_key
+from regularizedvi.module import RegularizedVAE
+
+logger = logging.getLogger(__name__)
+
+
+class AmbientRegularizedSCVI(
+    SafeSaveLoadMixin,
+    ExpressionOutputsMixin,
+    RegularizedTrainingMixin,
+    VAEMixin,
+    UnsupervisedTrainingMixin,
+    BaseModelClass,
+):
+    """Regularized scVI with ambient background, dispersion prior and batch-free decoder.
+
+    Model: ``x_ng ~ GammaPoisson(theta_{g,d}, theta_{g,d} / mu_ng)`` with
+    ``mu_ng = l_n (rho_ng + s_{e,g}) y_{t,g}``, ``rho = softplus(decoder(z, c))``.
+
+    Units: ``l_n`` is on the scale of the cell's total count (its posterior is centred on
+    the observed total), so ``rho_n + s_e`` is a per-feature fraction of that total. The
+    background therefore starts at ``BACKGROUND_INIT_FRACTION / n_features`` per feature
+    rather than at the spec's ``exp(beta) = 0.01``, which on this scale would start the
+    background at ``0.01 * n_features`` times the library: each ambient category starts at
+    1% (``BACKGROUND_INIT_FRACTION``) of its cells' mean expression profile (the soup is
+    what lysed cells release), and training moves it from there. The decoder starts at
+    the dataset's mean expression profile.
+
+    Parameters
+    ----------
+    adata
+        AnnData registered with :meth:`setup_anndata`.
+    n_hidden
+        Width of hidden layers (default 128).
+    n_latent
+        Latent dimensions (default 10). High capacity (512 hidden / 128 latent) is
+        supported without tuning.
+    n_layers
+        Hidden layers in encoder and decoder (default 1).
+    dropout_rate
+        Dropout on each encoder layer's input (default 0.1).
+    regularise_background
+        Add the Gamma(1, 100) prior on the background to the loss (default False).
+
+    Examples
+    --------
+    >>> AmbientRegularizedSCVI.setup_anndata(adata, layer="counts", batch_key="sample")
+    >>> model = AmbientRegularizedSCVI(adata)
+    >>> model.train()
+    >>> adata.obsm["X_regularizedvi"] = model.get_latent_representation()
+    """
+
+    _module_cls = RegularizedVAE
+
+    def __init__(
+        self,
+        adata: AnnData | None = None,
+        n_hidden: int = C.N_HIDDEN,
+        n_latent: int = C.N_LATENT,
+        n_layers: int = C.N_LAYERS,
+        dropout_rate: float = C.DROPOUT_RATE,
+        regularise_background: bool = C.REGULARISE_BACKGROUND,
+    ):
+        super().__init__(adata)
+        self._init_kwargs = {
+            "n_hidden": n_hidden, "n_latent": n_latent, "n_layers": n_layers,
+            "dropout_rate": dropout_rate, "regularise_background": regularise_background,
+        }
+        manager = self.adata_manager
+        counts = manager.get_from_registry(K.X)
+        library_codes = np.asarray(manager.get_from_registry(K.LIBRARY)).ravel()
+        n_library_groups = len(manager.get_state_registry(K.LIBRARY).categorical_mapping)
+        log_means, log_vars = group_log_library_stats(counts, library_codes, n_library_groups)
+        feature_totals = np.asarray(counts.sum(axis=0), dtype=np.float64).ravel()
+        mean_profile = torch.as_tensor(feature_totals / max(feature_totals.sum(), 1.0), dtype=torch.float32)
+        continuous = manager.get_state_registry(K.CONTINUOUS).get("columns", []) \
+            if K.CONTINUOUS in manager.data_registry else []
+
+        self.module = self._module_cls(
+            n_input=self.summary_stats.n_vars,
+            library_log_means=torch.as_tensor(log_means),
+            library_log_vars=torch.as_tensor(log_vars),
+            mean_profile=mean_profile,
+            n_latent=n_latent,
+            n_hidden=n_hidden,
+            n_layers=n_layers,
+            dropout_rate=dropout_rate,
+            n_continuous=len(continuous),
+            n_encoder_cats_per_key=n_cats_per_key(manager, K.ENCODER),
+            n_nn_cats_per_key=n_cats_per_key(manager, K.NN_CONDITIONING),
+            n_ambient_cats_per_key=n_cats_per_key(manager, K.AMBIENT),
+            n_scaling_cats_per_key=n_cats_per_key(manager, K.FEATURE_SCALING),
+            n_dispersion_groups=len(manager.get_state_registry(K.DISPERSION).categorical_mapping),
+            regularise_background=regularise_background,
+        )
+        ambient_cats = n_cats_per_key(manager, K.AMBIENT)
+        ambient_codes = manager.get_from_registry(K.AMBIENT) if ambient_cats else np.zeros((adata.n_obs, 0))
+        profiles = group_mean_profiles(counts, np.asarray(ambient_codes), ambient_cats)
+        self.module.observation.init_background(torch.as_tensor(profiles, dtype=torch.float32))
+        self._model_summary_string = (
+            f"AmbientRegularizedSCVI: n_hidden {n_hidden}, n_latent {n_latent}, n_layers {n_layers}, "
+            f"ambient groups {n_cats_per_key(manager, K.AMBIENT) or [1]}, "
+            f"dispersion groups {len(manager.get_state_registry(K.DISPERSION).categorical_mapping)}"
+        )
+        self.init_params_ = self._get_init_params(locals())
+
+    @classmethod
+    def setup_anndata(
+        cls,
+        adata: AnnData,
+        layer: str | None = None,
+        batch_key: str | None = None,
+        ambient_covariate_keys: list[str] | None = None,
+        nn_conditioning_covariate_keys: list[str] | None = None,
+        feature_scaling_covariate_keys: list[str] | None = None,
+        dispersion_key: str | None = None,
+        library_size_key: str | None = None,
+        encoder_covariate_keys: list[str] | None = None,
+        continuous_covariate_keys: list[str] | None = None,
+        **kwargs,
+    ):
+        """Register an AnnData: which counts, and which obs columns drive which component.
+
+        Parameters
+        ----------
+        adata
+            Cells x features AnnData with raw counts (sparse or dense; never densified).
+        layer
+            Layer with raw counts; ``None`` uses ``adata.X``.
+        batch_key
+            Shorthand for one column that sets the ambient groups, dispersion groups and
+            library-prior groups at once (typical 10x design: one sample = one channel).
+            Cannot be combined with the three purpose-specific keys below.
+        ambient_covariate_keys
+            Columns whose categories each get an additive background profile (ambient RNA
+            source, e.g. channel / lysis batch).
+        nn_conditioning_covariate_keys
+            Columns given to the decoder, for multiplicative technical effects such as
+            chemistry or protocol. Put technology batches here; leave sample-only
+            (ambient) effects to ``batch_key`` / ``ambient_covariate_keys``.
+        feature_scaling_covariate_keys
+            Columns whose categories get a per-feature multiplicative factor
+            ``softplus(gamma) / 0.7`` with a Gamma(200, 200) prior. Without them one
+            global factor per feature is learned under the same prior.
+        dispersion_key
+            One column: groups with their own per-feature dispersion.
+        library_size_key
+            One column: groups with their own library-size prior.
+        encoder_covariate_keys
+            Columns also given to the encoder (off by default: a batch-free encoder).
+        continuous_covariate_keys
+            Numeric columns given to encoder and decoder (e.g. percent mitochondrial).
+
+        Without ``batch_key`` or purpose-specific keys, every component has one group.
+        """
+        setup_method_args = cls._get_setup_method_args(**locals())
+        transferring = "source_registry" in kwargs
+        design = resolve_covariate_design(
+            batch_key, ambient_covariate_keys, nn_conditioning_covariate_keys,
+            feature_scaling_covariate_keys, dispersion_key, library_size_key,
+            encoder_covariate_keys, continuous_covariate_keys,
+        )
+        if layer is not None and layer not in adata.layers:
+            raise KeyError(
+                f"layer '{layer}' is not in adata.layers (available: {list(adata.layers.keys())}). "
+                "Pass the name of the layer with raw counts, or layer=None for adata.X."
+            )
+        matrix = adata.X if layer is None else adata.layers[layer]
+        check_counts(matrix, "adata.X" if layer is None else f"adata.layers['{layer}']",
+                     check_empty=not transferring)
+        check_covariates(adata.obs, design.categorical_keys(), "setup_anndata")
+        check_covariates(adata.obs, design.continuous_covariate_keys, "continuous_covariate_keys",
+                         categorical=False)
+        if not (design.ambient_covariate_keys or design.dispersion_key or design.library_size_key):
+            logger.info("No batch_key or ambient/dispersion/library keys: one group for each component.")
+
+        fields = [
+            LayerField(K.X, layer, is_count_data=True),
+            CategoricalJointObsField(K.AMBIENT, design.ambient_covariate_keys or None),
+            CategoricalJointObsField(K.NN_CONDITIONING, design.nn_conditioning_covariate_keys or None),
+            CategoricalJointObsField(K.FEATURE_SCALING, design.feature_scaling_covariate_keys or None),
+            CategoricalObsField(K.DISPERSION, design.dispersion_key),
+            CategoricalObsField(K.LIBRARY, design.library_size_key),
+            CategoricalJointObsField(K.ENCODER, design.encoder_covariate_keys or None),
+            NumericalJointObsField(K.CONTINUOUS, design.continuous_covariate_keys or None),
+        ]
+        manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
+        manager.register_fields(adata, **kwargs)
+        cls.register_manager(manager)

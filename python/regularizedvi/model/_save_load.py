@@ -1,0 +1,179 @@
+"""Safe save/load and scArches-style query mapping.
+
+A saved model is a folder with ``model.json`` (class, init arguments, the AnnData
+registry and feature names, all plain JSON) and ``weights.pt`` (a ``state_dict`` of
+tensors only, read with ``torch.load(weights_only=True)``). Loading a model from a
+stranger therefore cannot execute code. Works for any set-up (``batch_key`` or
+purpose-specific keys) because the registry is stored as data and replayed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from anndata import AnnData
+
+from regularizedvi.model._query import copy_reference_weights
+
+MODEL_FILE = "model.json"
+WEIGHTS_FILE = "weights.pt"
+ADATA_FILE = "adata.h5ad"
+FORMAT_VERSION = 1
+
+
+def _to_json(obj):
+    if isinstance(obj, dict):
+        return {str(k): _to_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_json(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return {"__ndarray__": [_to_json(v) for v in obj.tolist()], "dtype": str(obj.dtype)}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    return str(obj)
+
+
+def _from_json(obj):
+    if isinstance(obj, dict):
+        if "__ndarray__" in obj:
+            dtype = obj["dtype"]
+            return np.asarray(obj["__ndarray__"], dtype=object if dtype == "object" else dtype)
+        return {k: _from_json(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_from_json(v) for v in obj]
+    return obj
+
+
+def read_saved_model(dir_path: str | os.PathLike) -> tuple[dict, dict]:
+    """Read ``(description, state_dict)`` from a saved model folder, executing no code."""
+    path = Path(dir_path)
+    if not (path / MODEL_FILE).exists():
+        raise FileNotFoundError(f"No {MODEL_FILE} in '{path}': is this a folder written by model.save()?")
+    description = json.loads((path / MODEL_FILE).read_text())
+    description["registry"] = _from_json(description["registry"])
+    state = torch.load(path / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+    return description, state
+
+
+class SafeSaveLoadMixin:
+    """``save``/``load``/``load_query_data`` without pickle."""
+
+    def save(self, dir_path: str | os.PathLike, overwrite: bool = False, save_anndata: bool = False) -> None:
+        """Write the model to ``dir_path`` (``model.json`` + ``weights.pt``; optional AnnData)."""
+        path = Path(dir_path)
+        if path.exists() and any(path.iterdir()) and not overwrite:
+            raise FileExistsError(f"'{path}' exists and is not empty; pass overwrite=True to replace it.")
+        path.mkdir(parents=True, exist_ok=True)
+        from regularizedvi import __version__
+
+        description = {
+            "format": FORMAT_VERSION,
+            "class": type(self).__name__,
+            "regularizedvi_version": __version__,
+            "init_kwargs": self._init_kwargs,
+            "registry": _to_json(self.adata_manager.registry),
+            "var_names": [str(v) for v in self.adata.var_names],
+            "is_trained": bool(self.is_trained_),
+        }
+        state = {k: v.detach().cpu() for k, v in self.module.state_dict().items()}
+        torch.save(state, path / WEIGHTS_FILE)
+        (path / MODEL_FILE).write_text(json.dumps(description, indent=1))
+        if save_anndata:
+            self.adata.write_h5ad(path / ADATA_FILE)
+
+    @classmethod
+    def _check_description(cls, description: dict) -> None:
+        if description.get("class") != cls.__name__:
+            raise ValueError(
+                f"The saved model is a {description.get('class')}, not a {cls.__name__}: "
+                f"load it with regularizedvi.{description.get('class')}.load()."
+            )
+
+    @classmethod
+    def _read_adata_for(cls, path: Path, adata: AnnData | None) -> AnnData:
+        if adata is not None:
+            return adata
+        if (path / ADATA_FILE).exists():
+            import anndata
+
+            return anndata.read_h5ad(path / ADATA_FILE)
+        raise ValueError(f"No AnnData given and none saved in '{path}': pass adata=.")
+
+    @staticmethod
+    def _check_features(var_names, saved: list[str], what: str) -> None:
+        names = [str(v) for v in var_names]
+        if names == saved:
+            return
+        missing = [g for g in saved if g not in set(names)]
+        extra = [g for g in names if g not in set(saved)]
+        if not missing and not extra:
+            raise ValueError(f"{what} has the model's features in another order: use adata[:, saved_var_names].")
+        raise ValueError(
+            f"{what} does not have the model's features: {len(missing)} missing "
+            f"(e.g. {missing[:5]}), {len(extra)} unknown (e.g. {extra[:5]}). Subset to the "
+            "model's features and add missing ones as all-zero columns "
+            "(regularizedvi.model.align_features does this)."
+        )
+
+    @classmethod
+    def _rebuild(cls, description: dict, adata: AnnData, extend_categories: bool):
+        registry = description["registry"]
+        setup_args = dict(registry["setup_args"])
+        cls.setup_anndata(adata, source_registry=registry, extend_categories=extend_categories, **setup_args)
+        return cls(adata, **description["init_kwargs"])
+
+    @classmethod
+    def load(cls, dir_path: str | os.PathLike, adata: AnnData | None = None, accelerator: str = "cpu",
+             device: str | int = "auto"):
+        """Load a model saved with :meth:`save`; ``adata`` must have the same features.
+
+        The AnnData is registered with the saved set-up (the same categories; an unknown
+        category is an error). Latents of the loaded model equal the saved model's bitwise.
+        """
+        path = Path(dir_path)
+        description, state = read_saved_model(path)
+        cls._check_description(description)
+        adata = cls._read_adata_for(path, adata)
+        cls._check_features(adata.var_names, description["var_names"], "adata")
+        model = cls._rebuild(description, adata, extend_categories=False)
+        model.module.load_state_dict(state)
+        model.module.eval()
+        model.is_trained_ = description["is_trained"]
+        if accelerator != "cpu":
+            model.to_device(device if device != "auto" else accelerator)
+        return model
+
+    @classmethod
+    def load_query_data(cls, adata: AnnData, reference_model, freeze: bool = True):
+        """Map a query onto a trained reference (scArches-style architectural surgery).
+
+        ``reference_model`` is a trained model or a folder written by :meth:`save`. The
+        query is registered with the reference set-up; new categories (ambient,
+        dispersion, library, decoder and encoder covariates) get new parameters
+        initialised at their priors, while every reference weight is copied and, with
+        ``freeze`` (default), kept fixed during ``train()``. Train the returned model on
+        the query, then embed it.
+        """
+        if isinstance(reference_model, (str, os.PathLike)):
+            description, state = read_saved_model(reference_model)
+        else:
+            description = {
+                "class": type(reference_model).__name__,
+                "init_kwargs": reference_model._init_kwargs,
+                "registry": reference_model.adata_manager.registry,
+                "var_names": [str(v) for v in reference_model.adata.var_names],
+            }
+            state = {k: v.detach().cpu() for k, v in reference_model.module.state_dict().items()}
+        cls._check_description(description)
+        cls._check_features(adata.var_names, description["var_names"], "The query")
+        model = cls._rebuild(description, adata, extend_categories=True)
+        copy_reference_weights(model, description["registry"], state, freeze=freeze)
+        model._frozen_reference = freeze
+        model.is_trained_ = False
+        return model

@@ -1,0 +1,212 @@
+"""The per-modality observation model: everything between the decoder and the counts.
+
+One :class:`CountObservationModel` holds a modality's global parameters and priors:
+additive background, feature scaling, hierarchical dispersion prior and the library
+prior. The single-modality module owns one; the multimodal module owns one per modality.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.distributions import Gamma, Normal
+
+from regularizedvi import _constants as C
+from regularizedvi.nn._decoders import inverse_softplus
+from regularizedvi.nn._layers import one_hot_concat
+
+
+def negative_binomial_log_prob(x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor,
+                               eps: float = 1e-8) -> torch.Tensor:
+    """log GammaPoisson(x | concentration=theta, rate=theta/mu), elementwise."""
+    log_theta_mu = torch.log(theta + mu + eps)
+    return (
+        theta * (torch.log(theta + eps) - log_theta_mu)
+        + x * (torch.log(mu + eps) - log_theta_mu)
+        + torch.lgamma(x + theta)
+        - torch.lgamma(theta)
+        - torch.lgamma(x + 1)
+    )
+
+
+class CountObservationModel(nn.Module):
+    """Mean, dispersion, likelihood and global priors of one count modality.
+
+    ``mu_nf = l_n * (rho_nf + s_{e_n,f}) * y_{t_n,f}``;
+    ``x_nf ~ GammaPoisson(theta_{f,d_n}, theta_{f,d_n} / mu_nf)``.
+
+    Parameters
+    ----------
+    n_features
+        Number of features (genes, peaks, proteins).
+    n_ambient_cats_per_key
+        Categories of each ambient covariate; ``[]`` gives one background shared by all
+        cells; ``None`` switches the background off.
+    n_scaling_cats_per_key
+        Categories of each feature-scaling covariate; ``[]`` gives one per-feature factor;
+        ``None`` switches feature scaling off.
+    n_dispersion_groups
+        Groups of the dispersion key (1 when none is given).
+    library_log_means, library_log_vars
+        Per library group: mean and variance of log total counts (the prior's
+        variance is these times ``LIBRARY_PRIOR_VARIANCE_SCALE``).
+    regularise_background
+        Add the Gamma(1, 100) prior on the background to the loss.
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        n_ambient_cats_per_key: Sequence[int] | None,
+        n_scaling_cats_per_key: Sequence[int] | None,
+        n_dispersion_groups: int,
+        library_log_means: torch.Tensor,
+        library_log_vars: torch.Tensor,
+        regularise_background: bool = C.REGULARISE_BACKGROUND,
+        background_init_fraction: float = C.BACKGROUND_INIT_FRACTION,
+    ):
+        super().__init__()
+        self.n_features = n_features
+        self.regularise_background = regularise_background
+        self.use_background = n_ambient_cats_per_key is not None
+        self.use_feature_scaling = n_scaling_cats_per_key is not None
+        self.n_ambient_cats_per_key = list(n_ambient_cats_per_key or [])
+        self.n_scaling_cats_per_key = list(n_scaling_cats_per_key or [])
+
+        if self.use_background:
+            n_rows = max(sum(self.n_ambient_cats_per_key), 1)
+            init = math.log(background_init_fraction / n_features)
+            self.background_log = nn.Parameter(torch.full((n_rows, n_features), init))
+        if self.use_feature_scaling:
+            n_rows = max(sum(self.n_scaling_cats_per_key), 1)
+            init = inverse_softplus(torch.tensor(C.FEATURE_SCALING_DIVISOR)).item()
+            self.feature_scaling_raw = nn.Parameter(torch.full((n_rows, n_features), init))
+
+        # Variational LogNormal posterior on theta, one per feature and dispersion group.
+        self.log_theta_mu = nn.Parameter(torch.full((n_features, n_dispersion_groups), C.LOG_THETA_INIT))
+        self.log_theta_log_sigma = nn.Parameter(
+            torch.full((n_features, n_dispersion_groups), math.log(C.DISPERSION_POSTERIOR_SIGMA_INIT))
+        )
+        rate_raw = inverse_softplus(torch.tensor(C.DISPERSION_RATE_INIT)).item()
+        self.dispersion_rate_raw = nn.Parameter(torch.full((n_dispersion_groups,), rate_raw))
+
+        self.register_buffer("library_log_means", library_log_means.reshape(-1).float())
+        self.register_buffer("library_log_vars", library_log_vars.reshape(-1).float())
+
+    def init_background(self, profiles: torch.Tensor) -> None:
+        """Start each ambient category at ``BACKGROUND_INIT_FRACTION`` x a profile.
+
+        ``profiles`` is ``(n_ambient_rows, n_features)``, rows summing to 1: the mean
+        expression profile of each category's cells (what lysed cells would release).
+        """
+        if self.use_background:
+            with torch.no_grad():
+                frac = C.BACKGROUND_INIT_FRACTION
+                self.background_log.copy_(torch.log(frac * profiles.clamp_min(1e-3 / self.n_features / 1e3)))
+
+    # ------------------------------------------------------------------ generative parts
+    def background(self, ambient_codes: torch.Tensor | None) -> torch.Tensor | None:
+        """Per-cell background ``s_{e_n}`` (summed over ambient keys), or None when off."""
+        if not self.use_background:
+            return None
+        s = torch.exp(self.background_log)
+        if not self.n_ambient_cats_per_key:
+            return s  # (1, F): broadcasts over cells
+        onehot = one_hot_concat(ambient_codes, self.n_ambient_cats_per_key)
+        return onehot @ s
+
+    def feature_scaling(self, scaling_codes: torch.Tensor | None) -> torch.Tensor | None:
+        """Per-cell multiplicative factor ``y_{t_n}`` (product over keys), or None when off."""
+        if not self.use_feature_scaling:
+            return None
+        log_y = torch.log(self.feature_scaling_values())
+        if not self.n_scaling_cats_per_key:
+            return torch.exp(log_y)
+        return torch.exp(one_hot_concat(scaling_codes, self.n_scaling_cats_per_key) @ log_y)
+
+    def feature_scaling_values(self) -> torch.Tensor:
+        return nn.functional.softplus(self.feature_scaling_raw) / C.FEATURE_SCALING_DIVISOR
+
+    def mean(self, rho, library, ambient_codes=None, scaling_codes=None) -> torch.Tensor:
+        """Expected counts ``l * (rho + s) * y``; ``library`` is ``(n, 1)`` on count scale."""
+        rate = rho
+        s = self.background(ambient_codes)
+        if s is not None:
+            rate = rate + s
+        y = self.feature_scaling(scaling_codes)
+        if y is not None:
+            rate = rate * y
+        return library * rate
+
+    def theta(self, dispersion_codes: torch.Tensor, sample: bool) -> torch.Tensor:
+        """Per-cell inverse dispersion ``(n, F)``: a reparameterised draw or the posterior median."""
+        log_theta = self.log_theta_mu
+        if sample:
+            sigma = torch.exp(self.log_theta_log_sigma)
+            log_theta = log_theta + sigma * torch.randn_like(sigma)
+        return torch.exp(log_theta).T[dispersion_codes.reshape(-1).long()]
+
+    def log_likelihood(self, x, mu, theta) -> torch.Tensor:
+        """Per-cell log-likelihood (summed over features)."""
+        return negative_binomial_log_prob(x, mu, theta).sum(-1)
+
+    # ------------------------------------------------------------------ priors
+    def library_prior(self, library_codes: torch.Tensor) -> Normal:
+        idx = library_codes.reshape(-1).long()
+        mean = self.library_log_means[idx].unsqueeze(-1)
+        var = C.LIBRARY_PRIOR_VARIANCE_SCALE * self.library_log_vars[idx].unsqueeze(-1)
+        return Normal(mean, var.clamp_min(1e-6).sqrt())
+
+    def dispersion_rate(self) -> torch.Tensor:
+        return nn.functional.softplus(self.dispersion_rate_raw)
+
+    def dispersion_kl(self) -> torch.Tensor:
+        """KL(q(log theta) || p(log theta | lambda)) summed over features and groups, analytic.
+
+        With ``u = 1/sqrt(theta) ~ Exponential(lambda)``, the prior density of
+        ``t = log theta`` is ``lambda exp(-lambda u) |du/dt|`` with ``|du/dt| = u / 2``.
+        Under ``q(t) = Normal(m, s)``: ``E[u] = exp(-m/2 + s^2/8)`` and ``E[log u] = -m/2``.
+        """
+        m = self.log_theta_mu
+        log_s = self.log_theta_log_sigma
+        lam = self.dispersion_rate()
+        entropy = 0.5 * math.log(2 * math.pi * math.e) + log_s
+        expected_u = torch.exp(-0.5 * m + 0.125 * torch.exp(2 * log_s))
+        expected_log_prior = torch.log(lam) - lam * expected_u + math.log(0.5) - 0.5 * m
+        return (-entropy - expected_log_prior).sum()
+
+    def global_penalty(self) -> torch.Tensor:
+        """Negative log prior of all global parameters (added once per dataset, not per cell)."""
+        rate_prior = Gamma(torch.tensor(C.DISPERSION_RATE_PRIOR_ALPHA, device=self.log_theta_mu.device),
+                           torch.tensor(C.DISPERSION_RATE_PRIOR_BETA, device=self.log_theta_mu.device))
+        penalty = self.dispersion_kl() - rate_prior.log_prob(self.dispersion_rate()).sum()
+        if self.use_feature_scaling:
+            y_prior = Gamma(torch.tensor(C.FEATURE_SCALING_PRIOR_ALPHA, device=penalty.device),
+                            torch.tensor(C.FEATURE_SCALING_PRIOR_BETA, device=penalty.device))
+            penalty = penalty - y_prior.log_prob(self.feature_scaling_values()).sum()
+        if self.use_background and self.regularise_background:
+            s_prior = Gamma(torch.tensor(C.BACKGROUND_PRIOR_ALPHA, device=penalty.device),
+                            torch.tensor(C.BACKGROUND_PRIOR_BETA, device=penalty.device))
+            penalty = penalty - s_prior.log_prob(torch.exp(self.background_log)).sum()
+        return penalty
+
+
+    def covariate_axes(self, prefix: str = "") -> dict[str, tuple[int, str, int]]:
+        """Tensors indexed by covariate categories: ``name -> (axis, registry key, offset)``."""
+        from regularizedvi.data import _keys as K
+
+        axes = {
+            "log_theta_mu": (1, K.DISPERSION, 0),
+            "log_theta_log_sigma": (1, K.DISPERSION, 0),
+            "dispersion_rate_raw": (0, K.DISPERSION, 0),
+            "library_log_means": (0, K.LIBRARY, 0),
+            "library_log_vars": (0, K.LIBRARY, 0),
+        }
+        if self.use_background:
+            axes["background_log"] = (0, K.AMBIENT, 0)
+        if self.use_feature_scaling:
+            axes["feature_scaling_raw"] = (0, K.FEATURE_SCALING, 0)
+        return {prefix + name: axis for name, axis in axes.items()}

@@ -1,0 +1,75 @@
+"""Fully connected stacks with LayerNorm and dropout on each layer's input."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+def one_hot_concat(codes: torch.Tensor | None, n_cats_per_key: Sequence[int]) -> torch.Tensor | None:
+    """Concatenated one-hot encoding of several integer-coded covariates.
+
+    ``codes`` is ``(n_cells, n_keys)``; the result is ``(n_cells, sum(n_cats_per_key))``
+    with exactly one 1 per key. ``None`` when there are no keys.
+    """
+    if codes is None or len(n_cats_per_key) == 0:
+        return None
+    codes = codes.long()
+    parts = [
+        nn.functional.one_hot(codes[:, i], n).to(torch.get_default_dtype())
+        for i, n in enumerate(n_cats_per_key)
+    ]
+    return torch.cat(parts, dim=-1)
+
+
+class MLP(nn.Module):
+    """``n_layers`` of Dropout -> Linear -> LayerNorm -> activation.
+
+    Dropout acts on each layer's input (feature-level masking, spec mod. 6) and LayerNorm
+    replaces BatchNorm so a cell's representation never depends on its minibatch.
+    Categorical covariates (one-hot) are appended to every layer's input, as in scVI.
+    """
+
+    def __init__(
+        self,
+        n_input: int,
+        n_output: int,
+        n_covariates: int = 0,
+        n_layers: int = 1,
+        n_hidden: int = 128,
+        dropout_rate: float = 0.1,
+        use_layer_norm: bool = True,
+        activation: type[nn.Module] = nn.ReLU,
+    ):
+        super().__init__()
+        sizes = [n_input] + [n_hidden] * (n_layers - 1) + [n_output]
+        self.n_covariates = n_covariates
+        self.layers = nn.ModuleList()
+        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+            block = [
+                nn.Dropout(dropout_rate) if dropout_rate > 0 else nn.Identity(),
+                nn.Linear(n_in + n_covariates, n_out),
+                nn.LayerNorm(n_out, elementwise_affine=False) if use_layer_norm else nn.Identity(),
+                activation(),
+            ]
+            self.layers.append(nn.Sequential(*block))
+
+    def forward(self, x: torch.Tensor, covariates: torch.Tensor | None = None) -> torch.Tensor:
+        for block in self.layers:
+            dropout, linear, norm, act = block
+            h = dropout(x)
+            if self.n_covariates:
+                h = torch.cat([h, covariates], dim=-1)
+            x = act(norm(linear(h)))
+        return x
+
+    def covariate_axes(self, prefix: str, registry_key: str) -> dict[str, tuple[int, str, int]]:
+        """Covariate columns of each layer's weight (they follow the layer's own inputs)."""
+        if not self.n_covariates:
+            return {}
+        return {
+            f"{prefix}.layers.{i}.1.weight": (1, registry_key, block[1].in_features - self.n_covariates)
+            for i, block in enumerate(self.layers)
+        }
