@@ -8,12 +8,22 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from regularizedvi.model import AmbientRegularizedSCVI
+from regularizedvi.data import align_features
+from regularizedvi.model import AmbientRegularizedSCVI, RegularizedMultimodalVI, plot_modality_attribution
 from regularizedvi.simulate import simulate_counts
+from regularizedvi.simulate_multiome import simulate_multiome
 
 try:
     __version__ = version("regularizedvi")
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0"
 
-__all__ = ["AmbientRegularizedSCVI", "simulate_counts", "__version__"]
+__all__ = [
+    "align_features",
+    "AmbientRegularizedSCVI",
+    "RegularizedMultimodalVI",
+    "plot_modality_attribution",
+    "simulate_counts",
+    "simulate_multiome",
+    "__version__",
+]

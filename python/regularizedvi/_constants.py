@@ -45,6 +45,12 @@ BATCH_SIZE = 128
 LEARNING_RATE = 1e-3
 WEIGHT_DECAY = 1e-6
 N_EPOCHS_KL_WARMUP = 400
+# Training data path: "auto" (in-memory fast path when the data fit), "fast" or "scvi".
+DATA_LOADER = "auto"
+# "auto" takes the fast path when its tensors (CSR counts + float32 covariates) use at most
+# this fraction of the GPU's free memory / of the host's available memory.
+FAST_LOADER_DEVICE_MEMORY_FRACTION = 0.5
+FAST_LOADER_HOST_MEMORY_FRACTION = 0.5
 
 # ---- input checks ----
 # How many stored values the count check reads (all of them up to this, a seeded sample beyond).
@@ -53,3 +59,23 @@ COUNT_CHECK_MAX_VALUES = 10_000_000
 # cells, but Adam moves any parameter by about `lr` per step: they get a larger step so
 # that they reach the data's values within a normal training run.
 GLOBAL_LR_MULTIPLIER = 10.0
+
+# ---- multimodal model (spec "RegularizedMultimodalVI generative model") ----
+# Latent strategy: "concatenation" (per-modality encoders, slices concatenated, one KL per
+# modality), "weighted_mean" (per-modality posteriors mixed by learned weights into one
+# shared latent) or "single_encoder" (one joint encoder on all modalities' inputs).
+LATENT_MODES = ("concatenation", "weighted_mean", "single_encoder")
+MULTIMODAL_LATENT_MODE = "concatenation"
+# Modality names treated as chromatin accessibility (case-insensitive). Spec table of
+# per-modality defaults: additive background ON for RNA-like modalities (RNA, protein/ADT:
+# both carry ambient contamination), OFF for ATAC; feature scaling OFF for RNA-like, ON for
+# ATAC (per-peak GC / mappability / peak-calling biases).
+ATAC_LIKE_MODALITY_NAMES = ("atac", "chromatin", "accessibility", "peaks", "peak")
+MULTIMODAL_BACKGROUND_RNA_LIKE = True
+MULTIMODAL_BACKGROUND_ATAC_LIKE = False
+MULTIMODAL_FEATURE_SCALING_RNA_LIKE = False
+MULTIMODAL_FEATURE_SCALING_ATAC_LIKE = True
+# Decoder attribution: cells per forward-mode (JVP) batch, and the finite-difference step
+# (central differences, on the latent scale) used by method="finite_difference".
+ATTRIBUTION_BATCH_SIZE = 256
+ATTRIBUTION_FD_EPS = 1e-2

@@ -67,6 +67,7 @@ class ExpressionOutputsMixin:
         batch_size: int | None = None,
         return_mean: bool = True,
         return_numpy: bool | None = None,
+        n_samples_overall: int | None = None,
         **unused,
     ):
         """Denoised expression profile of the biological signal, per cell.
@@ -80,9 +81,15 @@ class ExpressionOutputsMixin:
         ``nn_conditioning_covariate_keys`` column to that category for every cell (a
         list: the average over categories).
 
+        ``n_samples_overall`` draws that many cells (with replacement) from ``indices``,
+        one posterior sample each, as scvi-tools' differential expression expects.
+
         Returns a cells x genes DataFrame, or an array (``return_numpy=True``; with
         ``n_samples > 1`` and ``return_mean=False`` of shape samples x cells x genes).
         """
+        if n_samples_overall is not None:
+            pool = np.arange(self._validate_anndata(adata).n_obs) if indices is None else np.asarray(indices)
+            indices = np.random.choice(pool, n_samples_overall)
         adata, loader = self._minibatches(adata, indices, batch_size)
         genes = np.asarray(adata.var_names)
         gene_mask = slice(None) if gene_list is None else np.isin(genes, list(gene_list))

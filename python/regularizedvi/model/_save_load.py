@@ -78,14 +78,23 @@ class SafeSaveLoadMixin:
             "regularizedvi_version": __version__,
             "init_kwargs": self._init_kwargs,
             "registry": _to_json(self.adata_manager.registry),
-            "var_names": [str(v) for v in self.adata.var_names],
+            "var_names": self._feature_names(self.adata),
             "is_trained": bool(self.is_trained_),
         }
         state = {k: v.detach().cpu() for k, v in self.module.state_dict().items()}
         torch.save(state, path / WEIGHTS_FILE)
         (path / MODEL_FILE).write_text(json.dumps(description, indent=1))
         if save_anndata:
-            self.adata.write_h5ad(path / ADATA_FILE)
+            self._write_data(path)
+
+    def _write_data(self, path: Path) -> None:
+        """Write the registered data next to the model (``adata.h5ad``)."""
+        self.adata.write_h5ad(path / ADATA_FILE)
+
+    @staticmethod
+    def _feature_names(adata) -> list[str]:
+        """The feature names a saved model records and checks data against."""
+        return [str(v) for v in adata.var_names]
 
     @classmethod
     def _check_description(cls, description: dict) -> None:
@@ -117,8 +126,8 @@ class SafeSaveLoadMixin:
         raise ValueError(
             f"{what} does not have the model's features: {len(missing)} missing "
             f"(e.g. {missing[:5]}), {len(extra)} unknown (e.g. {extra[:5]}). Subset to the "
-            "model's features and add missing ones as all-zero columns "
-            "(regularizedvi.model.align_features does this)."
+            "model's features and add missing ones as all-zero columns: "
+            "regularizedvi.align_features(adata, saved_var_names) does both."
         )
 
     @classmethod
@@ -140,8 +149,17 @@ class SafeSaveLoadMixin:
         description, state = read_saved_model(path)
         cls._check_description(description)
         adata = cls._read_adata_for(path, adata)
-        cls._check_features(adata.var_names, description["var_names"], "adata")
-        model = cls._rebuild(description, adata, extend_categories=False)
+        cls._check_features(cls._feature_names(adata), description["var_names"], "adata")
+        try:
+            model = cls._rebuild(description, adata, extend_categories=False)
+        except ValueError as error:
+            if "categor" not in str(error):
+                raise
+            raise ValueError(
+                f"adata has covariate categories the saved model never saw ({error}). To embed "
+                "new batches or samples, map them with load_query_data(adata, model_dir) and train "
+                "the query model."
+            ) from error
         model.module.load_state_dict(state)
         model.module.eval()
         model.is_trained_ = description["is_trained"]
@@ -167,13 +185,14 @@ class SafeSaveLoadMixin:
                 "class": type(reference_model).__name__,
                 "init_kwargs": reference_model._init_kwargs,
                 "registry": reference_model.adata_manager.registry,
-                "var_names": [str(v) for v in reference_model.adata.var_names],
+                "var_names": reference_model._feature_names(reference_model.adata),
             }
             state = {k: v.detach().cpu() for k, v in reference_model.module.state_dict().items()}
         cls._check_description(description)
-        cls._check_features(adata.var_names, description["var_names"], "The query")
+        cls._check_features(cls._feature_names(adata), description["var_names"], "The query")
         model = cls._rebuild(description, adata, extend_categories=True)
         copy_reference_weights(model, description["registry"], state, freeze=freeze)
         model._frozen_reference = freeze
-        model.is_trained_ = False
+        # With no new category there is nothing to learn: the model is the trained reference.
+        model.is_trained_ = freeze and not any(p.requires_grad for p in model.module.parameters())
         return model

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+import os
+
+import torch
 from scvi.train import TrainingPlan
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from regularizedvi import _constants as C
+
+logger = logging.getLogger(__name__)
+DATA_LOADERS = ("auto", "fast", "scvi")
 
 
 class RegularizedTrainingPlan(TrainingPlan):
@@ -55,6 +62,7 @@ class RegularizedTrainingMixin:
         early_stopping: bool = False,
         early_stopping_min_delta_per_feature: float = C.EARLY_STOPPING_MIN_DELTA_PER_FEATURE,
         plan_kwargs: dict | None = None,
+        data_loader: str = C.DATA_LOADER,
         **kwargs,
     ):
         """Train with scvi-tools' loop (PyTorch Lightning); uses a GPU when one is present.
@@ -79,6 +87,15 @@ class RegularizedTrainingMixin:
             0 for a query model so that frozen reference weights do not decay,
             ``n_epochs_kl_warmup`` default 400, ``global_lr_multiplier`` default 10:
             the step-size factor of background, feature scaling and dispersion).
+        data_loader
+            ``"fast"``: counts held once in memory as CSR tensors (on the GPU when training
+            on one), minibatches gathered and densified there
+            (``regularizedvi.data._fast_loader.FastDataModule``); ``"scvi"``: scvi-tools'
+            AnnData loader; ``"auto"`` (default): fast when the data fit (in memory, or in
+            half of the GPU's free memory) and no loader-specific argument
+            (``datasplitter_kwargs``, ``load_sparse_tensor``, ``datamodule``) is given.
+            The split (sizes, seeded permutation) is the same either way; the path taken
+            is logged and kept in ``model.data_loader_used``.
         **kwargs
             Other arguments of :meth:`scvi.model.base.UnsupervisedTrainingMixin.train`
             and of the Lightning trainer.
@@ -91,8 +108,31 @@ class RegularizedTrainingMixin:
         frozen = bool(getattr(self, "_frozen_reference", False))
         plan_kwargs.setdefault("weight_decay", 0.0 if frozen else C.WEIGHT_DECAY)
         plan_kwargs.setdefault("n_epochs_kl_warmup", C.N_EPOCHS_KL_WARMUP)
+        if not any(p.requires_grad for p in self.module.parameters()):
+            raise ValueError(
+                "Nothing to train: every parameter is a frozen reference weight (the query brings "
+                "no new categories). Embed it directly with get_latent_representation()."
+            )
         if max_epochs is None:
             max_epochs = min(round(20000 / max(self.adata.n_obs, 1) * 400), C.MAX_EPOCHS_CAP)
+        choice = self._choose_data_loader(data_loader, accelerator, devices, kwargs)
+        self.data_loader_used = choice
+        if choice == "fast":
+            from scvi import settings
+            from scvi.model._utils import parse_device_args
+
+            from regularizedvi.data._fast_loader import FastDataModule
+
+            _, _, device = parse_device_args(accelerator=accelerator, devices=devices, return_device="torch")
+            datamodule = FastDataModule(
+                self.adata_manager, train_size=train_size, validation_size=validation_size,
+                batch_size=batch_size or settings.batch_size,
+                shuffle_set_split=kwargs.pop("shuffle_set_split", True), device=device,
+            )
+            monitor = kwargs.get("early_stopping_monitor", "elbo_validation")
+            if kwargs.get("early_stopping", early_stopping) and datamodule.n_val == 0 and "valid" in monitor:
+                raise ValueError("Can't run Early Stopping with validation monitor with no validation set")
+            kwargs["datamodule"] = datamodule
         return super().train(
             max_epochs=max_epochs,
             accelerator=accelerator,
@@ -104,3 +144,55 @@ class RegularizedTrainingMixin:
             plan_kwargs=plan_kwargs,
             **kwargs,
         )
+
+    def _choose_data_loader(self, data_loader: str, accelerator, devices, kwargs: dict) -> str:
+        """``"fast"``, ``"scvi"`` or ``"custom"`` (a user datamodule); logs the choice."""
+        if data_loader not in DATA_LOADERS:
+            raise ValueError(f"data_loader must be one of {DATA_LOADERS}, not {data_loader!r}")
+        if kwargs.get("datamodule") is not None:
+            if data_loader == "fast":
+                raise ValueError("data_loader='fast' and datamodule= cannot be combined.")
+            logger.info("Training data loader: the datamodule passed in.")
+            return "custom"
+        if data_loader == "scvi":
+            logger.info("Training data loader: scvi-tools' AnnDataLoader (data_loader='scvi').")
+            return "scvi"
+        from regularizedvi.data._fast_loader import in_memory_bytes, unsupported_reason
+
+        reason = unsupported_reason(self.adata_manager)
+        loader_kwargs = [k for k in ("datasplitter_kwargs", "load_sparse_tensor") if kwargs.get(k)]
+        if reason is None and loader_kwargs:
+            reason = f"{', '.join(loader_kwargs)} given (options of scvi-tools' loader)"
+        if reason is None and data_loader == "auto":
+            reason = self._fast_loader_does_not_fit(in_memory_bytes(self.adata_manager), accelerator, devices)
+        if reason is not None:
+            if data_loader == "fast":
+                raise ValueError(f"data_loader='fast' cannot be used: {reason}. Use data_loader='scvi'.")
+            logger.info("Training data loader: scvi-tools' AnnDataLoader (%s).", reason)
+            return "scvi"
+        logger.info("Training data loader: in-memory fast path (%.1f MiB of tensors).",
+                    in_memory_bytes(self.adata_manager) / 2**20)
+        return "fast"
+
+    @staticmethod
+    def _fast_loader_does_not_fit(n_bytes: int, accelerator, devices) -> str | None:
+        from scvi.model._utils import parse_device_args
+
+        try:
+            _, _, device = parse_device_args(accelerator=accelerator, devices=devices, return_device="torch")
+        except Exception as err:  # unusual device arguments: let scvi-tools' path handle them
+            return f"device not resolved ({err})"
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            limit = C.FAST_LOADER_DEVICE_MEMORY_FRACTION * free
+            where = "GPU memory"
+        else:
+            try:
+                available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+            except (ValueError, OSError, AttributeError):
+                return None
+            limit = C.FAST_LOADER_HOST_MEMORY_FRACTION * available
+            where = "free host memory"
+        if n_bytes > limit:
+            return f"{n_bytes / 2**20:.0f} MiB of tensors exceed the budget of {limit / 2**20:.0f} MiB of {where}"
+        return None

@@ -1,0 +1,275 @@
+"""An in-memory training data path: counts held once as CSR tensors, minibatches gathered
+and densified on the training device.
+
+scvi-tools' :class:`~scvi.dataloaders.AnnDataLoader` slices the AnnData (scipy rows,
+pandas ``iloc`` for covariates), densifies on the CPU and builds new tensors for every
+minibatch, then Lightning copies them to the device. :class:`FastDataModule` does that
+work once: every registered field becomes a tensor (sparse counts as the three CSR arrays
+``indptr`` / ``indices`` / ``data``, covariate codes as dense float32), moved once to the
+training device; a minibatch is an index gather plus one scatter into a dense block on
+that device. The user's matrix is never densified or modified (on the CPU, float32 CSR
+arrays are shared with scipy without a copy and only read).
+
+Batches are dicts with the same keys, dtypes (float32) and shapes as scvi-tools'. The
+train / validation split is the one :class:`~scvi.dataloaders.DataSplitter` draws
+(same sizes, same seeded permutation), so ``model.train_indices`` etc. agree.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import lightning.pytorch as pl
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+from scvi import settings
+from scvi.dataloaders._data_splitting import validate_data_split
+
+from regularizedvi import _constants as C
+
+logger = logging.getLogger(__name__)
+
+
+def _registry_fields(adata_manager) -> dict:
+    """``key -> registered data`` for every field scvi-tools would put in a minibatch."""
+    return {key: adata_manager.get_from_registry(key) for key in adata_manager.data_registry}
+
+
+def unsupported_reason(adata_manager) -> str | None:
+    """Why the fast path cannot hold this registration in memory (None when it can)."""
+    adata = adata_manager.adata
+    if getattr(adata, "isbacked", False):
+        return "the AnnData is backed (on disk)"
+    for key in adata_manager.data_registry:
+        data = adata_manager.get_from_registry(key)
+        if isinstance(data, str):
+            continue  # minified-data marker: not a tensor (skipped by scvi-tools too)
+        if not (isinstance(data, (np.ndarray, pd.DataFrame)) or sp.issparse(data)):
+            return f"field '{key}' is a {type(data).__name__}"
+        if sp.issparse(data) and data.format not in ("csr", "csc"):
+            return f"field '{key}' is a sparse {data.format} matrix"
+    return None
+
+
+def in_memory_bytes(adata_manager) -> int:
+    """Bytes the fast path's tensors take (CSR for sparse fields, float32 for dense)."""
+    total = 0
+    for key in adata_manager.data_registry:
+        data = adata_manager.get_from_registry(key)
+        if isinstance(data, str):
+            continue
+        if sp.issparse(data):
+            total += data.nnz * (4 + 4) + (data.shape[0] + 1) * 8
+        else:
+            total += int(np.prod(data.shape)) * 4
+    return total
+
+
+class _CSRRows:
+    """Row gather of a CSR matrix held as three tensors; ``dense(idx)`` densifies rows."""
+
+    def __init__(self, matrix: sp.spmatrix):
+        csr = matrix.tocsr() if matrix.format != "csr" else matrix  # csc: one converted copy
+        # float32 data / int32 or int64 indices are shared with scipy (no copy); we only read.
+        data = csr.data if csr.data.dtype == np.float32 else csr.data.astype(np.float32)
+        self.data = torch.from_numpy(np.ascontiguousarray(data))
+        self.indices = torch.from_numpy(np.ascontiguousarray(csr.indices))
+        self.indptr = torch.from_numpy(np.ascontiguousarray(csr.indptr)).long()
+        self.n_cols = csr.shape[1]
+        self.n_rows = csr.shape[0]
+        # duplicates (non-canonical CSR) are summed, as scipy's toarray() does
+        self.accumulate = not csr.has_canonical_format
+
+    def to(self, device) -> "_CSRRows":
+        for name in ("data", "indices", "indptr"):
+            setattr(self, name, getattr(self, name).to(device))
+        return self
+
+    def dense(self, idx: torch.Tensor) -> torch.Tensor:
+        starts = self.indptr[idx]
+        lengths = self.indptr[idx + 1] - starts
+        n = idx.shape[0]
+        out = torch.zeros((n, self.n_cols), dtype=torch.float32, device=self.data.device)
+        total = int(lengths.sum())  # one sync on GPU: the size of the gathered block
+        if total == 0:
+            return out
+        rows = torch.repeat_interleave(torch.arange(n, device=idx.device), lengths, output_size=total)
+        # position of each stored value: start of its row + its rank within the row
+        row_first = torch.cumsum(lengths, 0) - lengths
+        pos = torch.arange(total, device=idx.device) + (starts - row_first).repeat_interleave(
+            lengths, output_size=total)
+        cols = self.indices[pos].long()
+        out.index_put_((rows, cols), self.data[pos], accumulate=self.accumulate)
+        return out
+
+
+class _DenseRows:
+    def __init__(self, values: np.ndarray):
+        values = np.asarray(values)
+        if values.ndim == 1:
+            values = values[:, None]
+        self.values = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
+
+    def to(self, device) -> "_DenseRows":
+        self.values = self.values.to(device)
+        return self
+
+    def dense(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.values[idx]
+
+
+class _MinibatchIterable:
+    """One pass = a list of index blocks; each yields ``{key: tensor}`` on the data's device."""
+
+    def __init__(self, module: "FastDataModule", indices: np.ndarray, shuffle: bool):
+        self.module = module
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.shuffle = shuffle
+        self.epoch = 0
+        self._device_indices = None
+
+    def _rank_indices(self) -> torch.Tensor:
+        """This rank's cells for one pass (DDP: equal-length strided shards, padded)."""
+        module = self.module
+        if self._device_indices is None:
+            self._device_indices = torch.from_numpy(self.indices).to(module.device)
+        order = self._device_indices
+        if self.shuffle:
+            gen = torch.Generator().manual_seed(module.shuffle_seed + self.epoch)
+            perm = torch.randperm(len(order), generator=gen).to(module.device)
+            order = order[perm]
+        world, rank = module.world_size, module.global_rank
+        if world > 1:
+            per_rank = math.ceil(len(order) / world)
+            pad = per_rank * world - len(order)
+            if pad:
+                order = torch.cat([order, order[:pad]])
+            order = order[rank::world]
+        return order
+
+    def __len__(self) -> int:
+        n = math.ceil(len(self.indices) / max(self.module.world_size, 1))
+        return math.ceil(n / self.module.batch_size)
+
+    def __iter__(self):
+        order = self._rank_indices()
+        self.epoch += 1
+        bs = self.module.batch_size
+        for start in range(0, len(order), bs):
+            yield self.module.gather(order[start:start + bs])
+
+
+class FastDataModule(pl.LightningDataModule):
+    """Lightning data module: in-memory tensors, batches gathered on the training device.
+
+    Parameters
+    ----------
+    adata_manager
+        The model's :class:`~scvi.data.AnnDataManager` (all registered fields are served).
+    train_size, validation_size, shuffle_set_split
+        As :class:`~scvi.dataloaders.DataSplitter` (default 0.9 / rest, shuffled with
+        ``scvi.settings.seed``).
+    batch_size
+        Cells per minibatch (default 128).
+    device
+        Where tensors live when used outside a Lightning trainer; inside one, the
+        trainer's root device (per rank under DDP) is used.
+    """
+
+    def __init__(self, adata_manager, train_size: float | None = None,
+                 validation_size: float | None = None, batch_size: int = C.BATCH_SIZE,
+                 shuffle_set_split: bool = True, device: str | torch.device = "cpu"):
+        super().__init__()
+        reason = unsupported_reason(adata_manager)
+        if reason is not None:
+            raise ValueError(f"data_loader='fast' cannot serve this data: {reason}. Use data_loader='scvi'.")
+        self.adata_manager = adata_manager
+        self.n_obs = adata_manager.adata.n_obs
+        self.train_size_is_none = not bool(train_size)
+        self.train_size = 0.9 if self.train_size_is_none else float(train_size)
+        self.validation_size = validation_size
+        self.batch_size = int(batch_size)
+        self.shuffle_set_split = shuffle_set_split
+        self.n_train, self.n_val = validate_data_split(
+            self.n_obs, self.train_size, validation_size, self.batch_size, False, self.train_size_is_none
+        )
+        # Seed of the per-epoch shuffles: drawn from torch's global generator (seeded by
+        # scvi.settings.seed), so runs repeat and DDP ranks agree.
+        self.shuffle_seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
+        self._default_device = torch.device(device)
+        self._fields = None
+        self._split()
+
+    # ------------------------------------------------------------------ split
+    def _split(self) -> None:
+        indices = np.arange(self.n_obs)
+        if self.shuffle_set_split:
+            indices = np.random.RandomState(seed=settings.seed).permutation(indices)
+        self.val_idx = indices[: self.n_val]
+        self.train_idx = indices[self.n_val: self.n_val + self.n_train]
+        self.test_idx = indices[self.n_val + self.n_train:]
+
+    # ------------------------------------------------------------------ devices / ranks
+    @property
+    def device(self) -> torch.device:
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            return trainer.strategy.root_device
+        return self._default_device
+
+    @property
+    def world_size(self) -> int:
+        trainer = getattr(self, "trainer", None)
+        return int(trainer.world_size) if trainer is not None else 1
+
+    @property
+    def global_rank(self) -> int:
+        trainer = getattr(self, "trainer", None)
+        return int(trainer.global_rank) if trainer is not None else 0
+
+    def _load(self) -> None:
+        device = self.device
+        if self._fields is not None and self._fields_device == device:
+            return
+        fields = {}
+        for key, data in _registry_fields(self.adata_manager).items():
+            if isinstance(data, str):
+                continue
+            if sp.issparse(data):
+                fields[key] = _CSRRows(data).to(device)
+            elif isinstance(data, pd.DataFrame):
+                fields[key] = _DenseRows(data.to_numpy(dtype=np.float32)).to(device)
+            else:
+                fields[key] = _DenseRows(data).to(device)
+        self._fields, self._fields_device = fields, device
+
+    def setup(self, stage: str | None = None) -> None:
+        self._load()
+
+    def gather(self, idx: torch.Tensor | np.ndarray) -> dict[str, torch.Tensor]:
+        """The minibatch of cells ``idx`` (rows of the registered data), on the device."""
+        self._load()
+        if not isinstance(idx, torch.Tensor):
+            idx = torch.as_tensor(np.asarray(idx, dtype=np.int64))
+        idx = idx.to(self._fields_device)
+        return {key: field.dense(idx) for key, field in self._fields.items()}
+
+    # ------------------------------------------------------------------ loaders
+    def train_dataloader(self):
+        return _MinibatchIterable(self, self.train_idx, shuffle=True)
+
+    def val_dataloader(self):
+        if len(self.val_idx) > 0:
+            return _MinibatchIterable(self, self.val_idx, shuffle=False)
+        return None
+
+    def test_dataloader(self):
+        if len(self.test_idx) > 0:
+            return _MinibatchIterable(self, self.test_idx, shuffle=False)
+        return None
+
+    def teardown(self, stage: str | None = None) -> None:
+        self._fields = None  # release device memory after training

@@ -1,0 +1,117 @@
+"""Registration of a MuData for :class:`RegularizedMultimodalVI`: checks and fields."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from regularizedvi import _constants as C
+from regularizedvi.data import check_counts
+
+
+def resolve_modalities(mdata, modalities) -> dict[str, str]:
+    """``{model modality name: mdata.mod key}`` from a dict or a list of modality keys."""
+    if modalities is None:
+        raise ValueError("modalities is required: e.g. modalities={'rna': 'rna', 'atac': 'atac'} "
+                         "(model name -> mdata.mod key) or a list of mdata.mod keys.")
+    if isinstance(modalities, str):
+        raise TypeError("modalities takes a dict or a list of modality names, not one string.")
+    mapping = dict(modalities) if isinstance(modalities, dict) else {str(m): str(m) for m in modalities}
+    if len(mapping) < 2:
+        raise ValueError(f"RegularizedMultimodalVI needs at least 2 modalities, got {list(mapping)}; "
+                         "for one modality use AmbientRegularizedSCVI.")
+    available = list(mdata.mod.keys())
+    for name, mod in mapping.items():
+        if not name or "." in name:
+            raise ValueError(f"Modality name {name!r} is not allowed (non-empty, without '.').")
+        if mod not in mdata.mod:
+            raise KeyError(f"modalities: '{mod}' is not a modality of the MuData (available: {available}).")
+    if len(set(mapping.values())) != len(mapping):
+        raise ValueError(f"modalities maps two names to the same mdata.mod key: {mapping}.")
+    return mapping
+
+
+def resolve_layers(layer, names) -> dict[str, str | None]:
+    """One layer for all modalities (str/None) or a dict per modality name."""
+    if isinstance(layer, dict):
+        unknown = set(layer) - set(names)
+        if unknown:
+            raise KeyError(f"layer has keys {sorted(unknown)} that are not modalities ({list(names)}).")
+        return {m: layer.get(m) for m in names}
+    return {m: layer for m in names}
+
+
+def check_mudata(mdata, mapping: dict[str, str], layers: dict[str, str | None], transferring: bool) -> None:
+    """Clear errors for unpaired cells, empty modalities, non-count data, cells without data.
+
+    Features with zero total counts only warn (subsetting a MuData to a batch often
+    leaves some): they are harmless to the model.
+    """
+    from mudata import MuData
+
+    if not isinstance(mdata, MuData):
+        raise TypeError(f"setup_mudata takes a MuData, got {type(mdata).__name__}: build one with "
+                        "mudata.MuData({'rna': rna_adata, 'atac': atac_adata}).")
+    any_counts = np.zeros(mdata.n_obs, dtype=bool)
+    for name, mod in mapping.items():
+        adata = mdata.mod[mod]
+        if adata.n_obs != mdata.n_obs or not np.array_equal(np.asarray(adata.obs_names),
+                                                            np.asarray(mdata.obs_names)):
+            shared = len(set(adata.obs_names) & set(mdata.obs_names))
+            raise ValueError(
+                f"Modality '{mod}' does not have the MuData's cells in the same order ({adata.n_obs} cells, "
+                f"{shared} of the MuData's {mdata.n_obs} shared). Every modality must list the same "
+                "cells in the same order; give a cell that lacks a modality an all-zero row in it "
+                "(it is then masked out of that modality's likelihood)."
+            )
+        if adata.n_vars == 0:
+            raise ValueError(f"Modality '{mod}' has no features (n_vars = 0): drop it from modalities.")
+        layer = layers[name]
+        if layer is not None and layer not in adata.layers:
+            raise KeyError(f"layer '{layer}' is not in mdata['{mod}'].layers "
+                           f"(available: {list(adata.layers.keys())}).")
+        matrix = adata.X if layer is None else adata.layers[layer]
+        where = f"mdata['{mod}']." + ("X" if layer is None else f"layers['{layer}']")
+        check_counts(matrix, where, check_empty=False)
+        totals = np.asarray(matrix.sum(axis=1)).ravel()
+        any_counts |= totals > 0
+        if not transferring:
+            feature_totals = np.asarray(matrix.sum(axis=0)).ravel()
+            if (feature_totals == 0).all():
+                raise ValueError(f"{where} is all zeros: no cell has counts in modality '{mod}'.")
+            if (feature_totals == 0).any():
+                n = int((feature_totals == 0).sum())
+                warnings.warn(
+                    f"{n} feature(s) have zero total counts in {where}; they carry no information "
+                    f"(the model learns them as unexpressed). Consider removing them first.",
+                    UserWarning, stacklevel=3,
+                )
+    if not any_counts.all():
+        n = int((~any_counts).sum())
+        raise ValueError(f"{n} cell(s) have zero counts in every modality; remove them before setup.")
+
+
+def per_modality(value, names, default, what: str, cast=None) -> dict:
+    """Expand a scalar (or ``None`` -> ``default(name)``) or a per-modality dict."""
+    if isinstance(value, dict):
+        unknown = set(value) - set(names)
+        if unknown:
+            raise KeyError(f"{what} has keys {sorted(unknown)} that are not modalities ({list(names)}).")
+        out = {m: (value[m] if m in value else default(m)) for m in names}
+    else:
+        out = {m: (default(m) if value is None else value) for m in names}
+    return {m: (cast(v) if cast else v) for m, v in out.items()}
+
+
+def is_atac_like(name: str) -> bool:
+    return name.lower() in C.ATAC_LIKE_MODALITY_NAMES
+
+
+def default_background(name: str) -> bool:
+    return C.MULTIMODAL_BACKGROUND_ATAC_LIKE if is_atac_like(name) else C.MULTIMODAL_BACKGROUND_RNA_LIKE
+
+
+def default_feature_scaling(name: str) -> bool:
+    return (C.MULTIMODAL_FEATURE_SCALING_ATAC_LIKE if is_atac_like(name)
+            else C.MULTIMODAL_FEATURE_SCALING_RNA_LIKE)

@@ -1,0 +1,307 @@
+"""Multimodal regularized VAE: one encoder, decoder and observation model per modality.
+
+Built from the single-modality parts: :class:`~regularizedvi.nn.GaussianEncoder`,
+:class:`~regularizedvi.nn.LibraryEncoder`, :class:`~regularizedvi.nn.SoftplusDecoder` and
+:class:`~regularizedvi.module.CountObservationModel`. Every decoder reads the whole joint
+latent ``z``; how ``z`` is formed depends on ``latent_mode`` (see
+:class:`RegularizedMultimodalVAE`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from scvi.module.base import BaseModuleClass, LossOutput
+from torch import nn
+from torch.distributions import Normal, kl_divergence
+
+from regularizedvi import _constants as C
+from regularizedvi.data import _keys as K
+from regularizedvi.module._observation import CountObservationModel
+from regularizedvi.nn import GaussianEncoder, LibraryEncoder, SoftplusDecoder, one_hot_concat
+
+
+def modality_key(name: str) -> str:
+    """Minibatch / registry key of a modality's counts."""
+    return f"{K.X}_{name}"
+
+
+class RegularizedMultimodalVAE(BaseModuleClass):
+    """Per-modality encoders and decoders sharing one joint latent space.
+
+    For modality ``m``: ``mu^(m)_nf = l^(m)_n (rho^(m)_nf + s^(m)_{e_n,f}) y^(m)_{t_n,f}`` with
+    ``rho^(m) = softplus(f^(m)(z_n, c_n))`` and
+    ``x^(m)_nf ~ GammaPoisson(theta^(m)_{f,d_n}, theta^(m)_{f,d_n} / mu^(m)_nf)``.
+
+    Latent modes:
+
+    * ``"concatenation"``: ``z = [z^(1); ...; z^(M)]``, ``z^(m) ~ q(z^(m) | x^(m))``; the KL
+      is the sum of one KL per modality.
+    * ``"weighted_mean"``: per-modality posteriors over one shared latent of size ``d``
+      are mixed with learned scalar weights ``w = softmax(a)`` (renormalised over the
+      modalities a cell has): mean ``sum_m w_m mu_m``, variance ``sum_m w_m sigma_m^2``.
+      One KL on the mixture.
+    * ``"single_encoder"``: one encoder on the concatenated ``log1p`` inputs of all
+      modalities; its latent size is ``sum_m d_m``. One KL.
+
+    A cell whose row of modality ``m`` is all zero is taken to lack that modality: its
+    reconstruction and library terms for ``m`` are masked out (weight 0), and in
+    ``weighted_mean`` mode ``m`` gets no weight in its latent. In the other modes the
+    cell still passes its all-zero row through the encoder(s).
+
+    Parameters
+    ----------
+    modality_names
+        Order of the modalities (the order of latent slices in concatenation mode).
+    n_input
+        Features per modality.
+    library_log_means, library_log_vars
+        Per modality: per library group, mean / variance of log total counts.
+    mean_profiles
+        Per modality: average expression profile (sums to 1), the decoder's start.
+    n_latent, n_hidden
+        Per modality latent size ``d_m`` and hidden width.
+    n_ambient_cats_per_key, n_scaling_cats_per_key
+        Per modality as in :class:`CountObservationModel` (``None`` switches the term off).
+    """
+
+    def __init__(
+        self,
+        modality_names: Sequence[str],
+        n_input: dict[str, int],
+        library_log_means: dict[str, torch.Tensor],
+        library_log_vars: dict[str, torch.Tensor],
+        mean_profiles: dict[str, torch.Tensor] | None = None,
+        n_latent: dict[str, int] | None = None,
+        n_hidden: dict[str, int] | None = None,
+        n_layers: int = C.N_LAYERS,
+        dropout_rate: float = C.DROPOUT_RATE,
+        latent_mode: str = C.MULTIMODAL_LATENT_MODE,
+        n_continuous: int = 0,
+        n_encoder_cats_per_key: Sequence[int] = (),
+        n_nn_cats_per_key: Sequence[int] = (),
+        n_ambient_cats_per_key: dict[str, Sequence[int] | None] | None = None,
+        n_scaling_cats_per_key: dict[str, Sequence[int] | None] | None = None,
+        n_dispersion_groups: int = 1,
+        regularise_background: bool = C.REGULARISE_BACKGROUND,
+    ):
+        super().__init__()
+        if latent_mode not in C.LATENT_MODES:
+            raise ValueError(f"latent_mode must be one of {C.LATENT_MODES}, got {latent_mode!r}.")
+        self.modality_names = list(modality_names)
+        names = self.modality_names
+        n_latent = n_latent or {m: C.N_LATENT for m in names}
+        n_hidden = n_hidden or {m: C.N_HIDDEN for m in names}
+        n_ambient_cats_per_key = n_ambient_cats_per_key or {m: () for m in names}
+        n_scaling_cats_per_key = n_scaling_cats_per_key or {m: None for m in names}
+        self.latent_mode = latent_mode
+        self.n_latent_per_modality = {m: int(n_latent[m]) for m in names}
+        self.n_encoder_cats_per_key = list(n_encoder_cats_per_key)
+        self.n_nn_cats_per_key = list(n_nn_cats_per_key)
+        self.n_continuous = n_continuous
+
+        if latent_mode == "weighted_mean":
+            sizes = set(self.n_latent_per_modality.values())
+            if len(sizes) != 1:
+                raise ValueError(
+                    f"latent_mode='weighted_mean' mixes the modalities' posteriors into one shared "
+                    f"latent, so every modality needs the same latent size; got {self.n_latent_per_modality}. "
+                    "Pass one integer n_latent, or use latent_mode='concatenation'."
+                )
+            self.n_latent = sizes.pop()
+        else:
+            self.n_latent = sum(self.n_latent_per_modality.values())
+        # Where each modality's slice lies in z (concatenation mode only).
+        offsets, start = {}, 0
+        for m in names:
+            offsets[m] = (start, start + self.n_latent_per_modality[m])
+            start += self.n_latent_per_modality[m]
+        self.latent_slices = offsets
+
+        n_enc_cov = sum(self.n_encoder_cats_per_key)
+        if latent_mode == "single_encoder":
+            self.joint_encoder = GaussianEncoder(
+                sum(n_input[m] for m in names) + n_continuous, self.n_latent, n_enc_cov,
+                n_layers, max(n_hidden[m] for m in names), dropout_rate,
+            )
+            self.encoders = nn.ModuleDict()
+        else:
+            size = {m: (self.n_latent if latent_mode == "weighted_mean" else self.n_latent_per_modality[m])
+                    for m in names}
+            self.encoders = nn.ModuleDict({
+                m: GaussianEncoder(n_input[m] + n_continuous, size[m], n_enc_cov, n_layers, n_hidden[m],
+                                   dropout_rate)
+                for m in names
+            })
+        if latent_mode == "weighted_mean":
+            self.modality_weight_logits = nn.Parameter(torch.zeros(len(names)))
+        self.library_encoders = nn.ModuleDict(
+            {m: LibraryEncoder(n_input[m], dropout_rate=dropout_rate) for m in names}
+        )
+        self.decoders = nn.ModuleDict({
+            m: SoftplusDecoder(self.n_latent + n_continuous, n_input[m], sum(self.n_nn_cats_per_key),
+                               n_layers, n_hidden[m])
+            for m in names
+        })
+        self.observations = nn.ModuleDict({
+            m: CountObservationModel(
+                n_input[m], n_ambient_cats_per_key[m], n_scaling_cats_per_key[m], n_dispersion_groups,
+                library_log_means[m], library_log_vars[m], regularise_background,
+            )
+            for m in names
+        })
+        if mean_profiles is not None:
+            for m in names:
+                background_total = C.BACKGROUND_INIT_FRACTION if self.observations[m].use_background else 0.0
+                self.decoders[m].init_output(mean_profiles[m] * (1 - background_total))
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def _to(self, t):
+        return None if t is None else t.to(self._device)
+
+    def modality_weights(self, masks: torch.Tensor | None = None) -> torch.Tensor:
+        """Mixing weights of ``weighted_mean`` mode: ``(M,)`` or, given masks, ``(n, M)``."""
+        w = torch.softmax(self.modality_weight_logits, 0)
+        if masks is None:
+            return w
+        w = w * masks
+        return w / w.sum(-1, keepdim=True).clamp_min(1e-12)
+
+    # ------------------------------------------------------------------ inference
+    def _get_inference_input(self, tensors: dict) -> dict:
+        return {
+            "xs": {m: tensors[modality_key(m)] for m in self.modality_names},
+            "encoder_covs": tensors.get(K.ENCODER),
+            "continuous_covs": tensors.get(K.CONTINUOUS),
+        }
+
+    def inference(self, xs: dict, encoder_covs=None, continuous_covs=None) -> dict:
+        xs = {m: self._to(x) for m, x in xs.items()}
+        continuous_covs = self._to(continuous_covs)
+        enc_covs = one_hot_concat(self._to(encoder_covs), self.n_encoder_cats_per_key)
+        x_logs = {m: torch.log1p(x) for m, x in xs.items()}
+        masks = {m: (x.sum(-1) > 0).to(x.dtype) for m, x in xs.items()}
+
+        def with_cont(h):
+            return h if continuous_covs is None else torch.cat([h, continuous_covs], -1)
+
+        qz_per_modality = {}
+        if self.latent_mode == "single_encoder":
+            joint_input = torch.cat([x_logs[m] for m in self.modality_names], -1)
+            qz = self.joint_encoder(with_cont(joint_input), enc_covs)
+        else:
+            qz_per_modality = {m: self.encoders[m](with_cont(x_logs[m]), enc_covs) for m in self.modality_names}
+            locs = [qz_per_modality[m].loc for m in self.modality_names]
+            scales = [qz_per_modality[m].scale for m in self.modality_names]
+            if self.latent_mode == "concatenation":
+                qz = Normal(torch.cat(locs, -1), torch.cat(scales, -1))
+            else:
+                w = self.modality_weights(torch.stack([masks[m] for m in self.modality_names], -1))
+                w = w.T.unsqueeze(-1)  # (M, n, 1)
+                loc = (w * torch.stack(locs)).sum(0)
+                var = (w * torch.stack(scales) ** 2).sum(0)
+                qz = Normal(loc, var.sqrt())
+        ql = {}
+        log_library = {}
+        for m in self.modality_names:
+            log_total = torch.log(xs[m].sum(-1, keepdim=True).clamp_min(1.0))
+            ql[m] = self.library_encoders[m](x_logs[m], log_total)
+            log_library[m] = ql[m].rsample()
+        z = qz.rsample()
+        return {"z": z, "qz": qz, "qz_per_modality": qz_per_modality, "ql": ql,
+                "log_library": log_library, "masks": masks}
+
+    # ------------------------------------------------------------------ generative
+    def _get_generative_input(self, tensors: dict, inference_outputs: dict) -> dict:
+        return {
+            "z": inference_outputs["z"],
+            "log_library": inference_outputs["log_library"],
+            "nn_covs": tensors.get(K.NN_CONDITIONING),
+            "continuous_covs": tensors.get(K.CONTINUOUS),
+            "ambient_covs": tensors.get(K.AMBIENT),
+            "scaling_covs": tensors.get(K.FEATURE_SCALING),
+            "dispersion_group": tensors[K.DISPERSION],
+        }
+
+    def decode_rho(self, name: str, z, nn_covs=None, continuous_covs=None) -> torch.Tensor:
+        """Decoder signal ``rho^(m)`` of modality ``name`` from the joint latent ``z``."""
+        decoder_input = z if continuous_covs is None else torch.cat([z, continuous_covs], -1)
+        return self.decoders[name](decoder_input, one_hot_concat(nn_covs, self.n_nn_cats_per_key))
+
+    def decode_mean(self, name: str, z, library, nn_covs=None, continuous_covs=None, ambient_covs=None,
+                    scaling_covs=None) -> torch.Tensor:
+        """Expected counts ``mu^(m) = l (rho + s) y``; ``library`` is ``(n, 1)`` on count scale."""
+        rho = self.decode_rho(name, z, nn_covs, continuous_covs)
+        return self.observations[name].mean(rho, library, ambient_covs, scaling_covs)
+
+    def generative(self, z, log_library: dict, dispersion_group, nn_covs=None, continuous_covs=None,
+                   ambient_covs=None, scaling_covs=None) -> dict:
+        nn_covs, continuous_covs = self._to(nn_covs), self._to(continuous_covs)
+        ambient_covs, scaling_covs = self._to(ambient_covs), self._to(scaling_covs)
+        dispersion_group = self._to(dispersion_group)
+        out = {"rho": {}, "mu": {}, "theta": {}}
+        for m in self.modality_names:
+            rho = self.decode_rho(m, z, nn_covs, continuous_covs)
+            library = torch.exp(log_library[m])
+            out["rho"][m] = rho
+            out["mu"][m] = self.observations[m].mean(rho, library, ambient_covs, scaling_covs)
+            out["theta"][m] = self.observations[m].theta(dispersion_group, sample=self.training)
+        return out
+
+    # ------------------------------------------------------------------ loss
+    def loss(self, tensors, inference_outputs, generative_outputs, kl_weight: float = 1.0,
+             n_obs: float = 1.0) -> LossOutput:
+        """Negative ELBO per cell (missing modalities masked), plus global priors ``/ n_obs``."""
+        masks = inference_outputs["masks"]
+        library_codes = self._to(tensors[K.LIBRARY])
+        reconstruction = {}
+        kl_local = {}
+        kl_l_total = 0.0
+        for m in self.modality_names:
+            x = self._to(tensors[modality_key(m)])
+            ll = self.observations[m].log_likelihood(x, generative_outputs["mu"][m], generative_outputs["theta"][m])
+            reconstruction[f"reconstruction_{m}"] = -ll * masks[m]
+            prior = self.observations[m].library_prior(library_codes)
+            kl_l = kl_divergence(inference_outputs["ql"][m], prior).sum(-1) * masks[m]
+            kl_local[f"kl_divergence_l_{m}"] = kl_l
+            kl_l_total = kl_l_total + kl_l
+        qz = inference_outputs["qz"]
+        standard = Normal(torch.zeros_like(qz.loc), torch.ones_like(qz.scale))
+        kl_z_all = kl_divergence(qz, standard)
+        if self.latent_mode == "concatenation":
+            kl_z = 0.0
+            for m in self.modality_names:
+                a, b = self.latent_slices[m]
+                kl_local[f"kl_divergence_z_{m}"] = kl_z_all[:, a:b].sum(-1)
+                kl_z = kl_z + kl_local[f"kl_divergence_z_{m}"]
+        else:
+            kl_z = kl_z_all.sum(-1)
+            kl_local["kl_divergence_z"] = kl_z
+        kl_global = sum(self.observations[m].global_penalty() for m in self.modality_names)
+        total_reconstruction = sum(reconstruction.values())
+        loss = torch.mean(total_reconstruction + kl_weight * (kl_z + kl_l_total)) + kl_global / n_obs
+        return LossOutput(loss=loss, reconstruction_loss=reconstruction, kl_local=kl_local,
+                          kl_global=kl_global)
+
+    def marginal_ll(self, tensors, n_mc_samples: int = 100, **unused):
+        raise NotImplementedError(
+            "marginal_ll is not implemented for RegularizedMultimodalVI; use get_elbo() or "
+            "get_reconstruction_error()."
+        )
+
+    def covariate_axes(self) -> dict[str, tuple[int, str, int]]:
+        """``name -> (axis, registry key, offset)`` of every tensor indexed by categories."""
+        axes = {}
+        for m in self.modality_names:
+            axes.update(self.observations[m].covariate_axes(f"observations.{m}."))
+            axes.update(self.decoders[m].body.covariate_axes(f"decoders.{m}.body", K.NN_CONDITIONING))
+            if m in self.encoders:
+                axes.update(self.encoders[m].body.covariate_axes(f"encoders.{m}.body", K.ENCODER))
+        if self.latent_mode == "single_encoder":
+            axes.update(self.joint_encoder.body.covariate_axes("joint_encoder.body", K.ENCODER))
+        return axes

@@ -1,0 +1,72 @@
+"""The maths of the observation model, checked against closed forms and Monte Carlo."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from regularizedvi import _constants as C
+from regularizedvi.module import CountObservationModel, negative_binomial_log_prob
+
+
+def _observation(**kwargs):
+    defaults = dict(n_features=4, n_ambient_cats_per_key=[2], n_scaling_cats_per_key=[],
+                    n_dispersion_groups=1, library_log_means=torch.zeros(1), library_log_vars=torch.ones(1))
+    defaults.update(kwargs)
+    return CountObservationModel(**defaults)
+
+
+def test_negative_binomial_matches_scipy():
+    x = torch.tensor([0.0, 3.0, 17.0])
+    mu = torch.tensor([2.0, 5.0, 10.0])
+    theta = torch.tensor([0.5, 9.0, 30.0])
+    ours = negative_binomial_log_prob(x, mu, theta).numpy()
+    p = (theta / (theta + mu)).numpy()
+    ref = stats.nbinom.logpmf(x.numpy(), theta.numpy(), p)
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_parameters_start_at_prior_means():
+    obs = _observation()
+    assert obs.dispersion_rate().item() == pytest.approx(C.DISPERSION_RATE_INIT, rel=1e-5)
+    assert torch.exp(obs.log_theta_mu).mean().item() == pytest.approx(C.THETA_INIT, rel=1e-5)
+    assert obs.feature_scaling_values().mean().item() == pytest.approx(1.0, rel=1e-5)
+
+
+def test_dispersion_kl_matches_monte_carlo():
+    torch.manual_seed(0)
+    obs = _observation()
+    with torch.no_grad():
+        obs.log_theta_mu.copy_(torch.tensor([[1.0], [2.0], [3.0], [0.5]]))
+        obs.log_theta_log_sigma.fill_(math.log(0.3))
+    analytic = obs.dispersion_kl().item()
+    m, s = obs.log_theta_mu.detach(), torch.exp(obs.log_theta_log_sigma.detach())
+    t = m + s * torch.randn(200_000, *m.shape)
+    log_q = torch.distributions.Normal(m, s).log_prob(t)
+    u = torch.exp(-0.5 * t)
+    lam = obs.dispersion_rate().detach()
+    log_p = torch.log(lam) - lam * u + torch.log(0.5 * u)  # Exponential on u, Jacobian |du/dt|
+    mc = (log_q - log_p).mean(0).sum().item()
+    assert analytic == pytest.approx(mc, abs=0.02)
+
+
+def test_mean_combines_signal_background_and_scaling():
+    obs = _observation()
+    rho = torch.full((2, 4), 0.1)
+    library = torch.tensor([[100.0], [10.0]])
+    codes = torch.tensor([[0], [1]])
+    mu = obs.mean(rho, library, codes, None)
+    s = torch.exp(obs.background_log)
+    expected = library * (rho + s[codes[:, 0]]) * obs.feature_scaling_values()
+    torch.testing.assert_close(mu, expected)
+
+
+def test_theta_is_sampled_in_training_and_fixed_at_inference():
+    obs = _observation()
+    codes = torch.zeros(3, 1, dtype=torch.long)
+    a, b = obs.theta(codes, sample=False), obs.theta(codes, sample=False)
+    assert torch.equal(a, b)
+    torch.manual_seed(0)
+    assert not torch.equal(obs.theta(codes, sample=True), a)
