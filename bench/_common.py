@@ -1,0 +1,80 @@
+"""Shared helpers of the benchmarks in bench/ (never run by CI)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import resource
+import sys
+import time
+import warnings
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+RESULTS_DIR = BENCH_DIR / "results"
+DATA_DIR = REPO_ROOT.parent / "shared" / "data"
+
+
+def data_path(name: str) -> Path:
+    path = DATA_DIR / name
+    if not path.exists():
+        sys.exit(f"benchmark data {path} not found (expected ../shared/data/{name} next to the repo)")
+    return path
+
+
+def quiet() -> None:
+    """Silence Lightning / scvi-tools chatter so that the printed numbers stand out."""
+    warnings.filterwarnings("ignore")
+    for name in ("lightning", "lightning.pytorch", "pytorch_lightning", "scvi", "jax", "absl"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def set_threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(n)
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process (VmHWM; falls back to ru_maxrss).
+
+    VmHWM is used first because Linux keeps ru_maxrss across execve: a subprocess started
+    from a big parent would report the parent's peak.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def environment() -> dict:
+    import numpy
+    import scvi
+    import torch
+
+    import regularizedvi
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "scvi-tools": scvi.__version__,
+        "numpy": numpy.__version__,
+        "regularizedvi": regularizedvi.__version__,
+        "cpu_count": os.cpu_count(),
+        "loadavg_at_start": os.getloadavg(),
+        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+def write_json(name: str, payload: dict) -> Path:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / name
+    path.write_text(json.dumps(payload, indent=2, default=float))
+    return path

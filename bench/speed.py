@@ -1,0 +1,189 @@
+"""Training throughput: regularizedvi AmbientRegularizedSCVI vs scvi-tools SCVI.
+
+Models compared (--models): "scVI" (scvi-tools SCVI, its AnnDataLoader), "regularizedvi"
+(data_loader="scvi": the same AnnDataLoader) and "regularizedvi-fast" (data_loader="fast":
+counts held once as CSR tensors, minibatches gathered and densified by index; see
+regularizedvi/data/_fast_loader.py). The models rotate order every repeat. Peak RSS is
+reported next to the CSR size of the counts (data + indices + indptr).
+
+Same simulated data (regularizedvi.simulate_counts, CSR counts, batch_key="batch"), same
+architecture (n_layers=1), batch size, threads and loader (scvi-tools' AnnDataLoader), same
+run. Each measurement runs in its own subprocess (so peak RSS is per model), and the two
+models alternate (A B, B A, A B, ...) so that load from other processes hits both alike.
+Per run: a fixed number of optimisation steps (max_steps = step_cells / batch size, plus
+warm-up; or --max-steps, or whole epochs with a large --step-cells); the first
+--warmup-steps steps are not timed; cells/s = timed steps x batch size / their wall time
+(a step includes the loader's gather and densifying of the minibatch); s/epoch =
+n_cells / (cells/s). Reported:
+medians over repeats and the ratio regularizedvi / scVI of the s/epoch medians, and of
+the per-pair ratios (median over repeats).
+
+Usage (from the repo root):
+    .venv/bin/python bench/speed.py                                   # 20k x 2000, both configs
+    .venv/bin/python bench/speed.py --cells 200000 --repeats 2 --step-cells 8192
+Results: bench/results/speed<tag>.csv, .md and .json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS_DIR, environment, peak_rss_mib, quiet, set_threads, write_json  # noqa: E402
+
+MODELS = ("scVI", "regularizedvi", "regularizedvi-fast")
+CONFIGS = {"128/10/b128": (128, 10, 128), "512/128/b1024": (512, 128, 1024)}
+
+
+def simulated_path(n_cells: int, n_genes: int) -> Path:
+    path = RESULTS_DIR / f"sim_{n_cells}x{n_genes}.h5ad"
+    if not path.exists():
+        import regularizedvi as rv
+
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        rv.simulate_counts(n_cells, n_genes, seed=0).write_h5ad(path)
+    return path
+
+
+def worker(args) -> None:
+    """One model, one training run; prints one JSON line."""
+    import anndata as ad
+    import lightning.pytorch as pl
+    import scvi
+
+    import regularizedvi as rv
+
+    quiet()
+    set_threads(args.threads)
+    n_hidden, n_latent, batch_size = CONFIGS[args.config]
+    adata = ad.read_h5ad(args.data)
+    scvi.settings.seed = 0
+    train_kwargs = {}
+    if args.model == "scVI":
+        scvi.model.SCVI.setup_anndata(adata, batch_key="batch")
+        model = scvi.model.SCVI(adata, n_hidden=n_hidden, n_latent=n_latent)
+    else:
+        rv.AmbientRegularizedSCVI.setup_anndata(adata, batch_key="batch")
+        model = rv.AmbientRegularizedSCVI(adata, n_hidden=n_hidden, n_latent=n_latent)
+        train_kwargs["data_loader"] = "fast" if args.model == "regularizedvi-fast" else "scvi"
+    csr_mib = (adata.X.data.nbytes + adata.X.indices.nbytes + adata.X.indptr.nbytes) / 2**20
+
+    class Clock(pl.Callback):
+        """Time stamp after every optimisation step."""
+
+        def __init__(self):
+            self.stamps = []
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            self.stamps.append(time.perf_counter())
+
+    clock = Clock()
+    steps_per_epoch = -(-adata.n_obs // batch_size)
+    max_steps = args.max_steps or max(args.warmup_steps + 3, -(-args.step_cells // batch_size))
+    max_steps = min(max_steps, steps_per_epoch * args.epochs)
+    start = time.perf_counter()
+    model.train(max_epochs=args.epochs, batch_size=batch_size, train_size=1.0, accelerator="cpu",
+                enable_progress_bar=False, callbacks=[clock], max_steps=max_steps, **train_kwargs)
+    total = time.perf_counter() - start
+    stamps = clock.stamps
+    w = min(args.warmup_steps, len(stamps) - 2)
+    timed_steps = len(stamps) - 1 - w
+    cells_per_s = timed_steps * batch_size / (stamps[-1] - stamps[w])
+    print(json.dumps({
+        "model": args.model, "config": args.config, "cells_per_s": cells_per_s,
+        "s_per_epoch": adata.n_obs / cells_per_s, "steps": len(stamps), "timed_steps": timed_steps,
+        "train_total_s": total, "peak_rss_mib": peak_rss_mib(), "csr_mib": csr_mib,
+    }))
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cells", type=int, default=20000)
+    parser.add_argument("--genes", type=int, default=2000)
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--epochs", type=int, default=1, help="at most this many epochs per run")
+    parser.add_argument("--step-cells", type=int, default=4096,
+                        help="timed cells per run: max_steps = ceil(step_cells / batch) (+ warm-up)")
+    parser.add_argument("--max-steps", type=int, default=0, help="explicit steps per run (overrides)")
+    parser.add_argument("--warmup-steps", type=int, default=2, help="untimed first steps")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per model and config (alternating)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--tag", default="")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    # worker mode
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--config", help=argparse.SUPPRESS)
+    parser.add_argument("--data", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        worker(args)
+        return
+
+    data = simulated_path(args.cells, args.genes)
+    env = environment()
+    print("environment:", env, flush=True)
+    runs = []
+    for config in args.configs:
+        for rep in range(args.repeats):
+            shift = rep % len(args.models)
+            order = list(args.models[shift:]) + list(args.models[:shift])
+            if rep % 2:
+                order.reverse()
+            for name in order:
+                cmd = [sys.executable, __file__, "--worker", "--model", name, "--config", config,
+                       "--data", str(data), "--epochs", str(args.epochs), "--threads", str(args.threads),
+                       "--max-steps", str(args.max_steps),
+                       "--step-cells", str(args.step_cells), "--warmup-steps", str(args.warmup_steps)]
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+                if proc.returncode != 0 or not lines:
+                    sys.exit(f"worker failed ({name}, {config}):\n{proc.stderr[-3000:]}")
+                res = json.loads(lines[-1])
+                res["repeat"] = rep
+                runs.append(res)
+                print(f"{config} rep {rep} {name:14s} {res['s_per_epoch']:7.2f} s/epoch "
+                      f"{res['cells_per_s']:8.0f} cells/s  peak RSS {res['peak_rss_mib']:.0f} MiB  "
+                      f"timed steps {res['timed_steps']}", flush=True)
+
+    rows = []
+    for config in args.configs:
+        per = {m: sorted((r for r in runs if r["config"] == config and r["model"] == m), key=lambda r: r["repeat"])
+               for m in args.models}
+        med = {m: {k: statistics.median(r[k] for r in rs)
+                   for k in ("s_per_epoch", "cells_per_s", "peak_rss_mib", "csr_mib")}
+               for m, rs in per.items()}
+        ref = "scVI" if "scVI" in per else args.models[0]
+        for m in args.models:
+            pair_ratios = [b["s_per_epoch"] / a["s_per_epoch"] for a, b in zip(per[ref], per[m])]
+            rows.append({
+                "data": f"{args.cells}x{args.genes}", "config (hidden/latent/batch)": config, "model": m,
+                "s/epoch (median)": round(med[m]["s_per_epoch"], 3),
+                "cells/s (median)": round(med[m]["cells_per_s"]),
+                "peak RSS MiB (median)": round(med[m]["peak_rss_mib"]),
+                "CSR MiB": round(med[m]["csr_mib"], 1),
+                "time ratio vs scVI": round(med[m]["s_per_epoch"] / med[ref]["s_per_epoch"], 3),
+                "speed-up vs scVI (cells/s ratio, median of pairs)": round(statistics.median(1 / r for r in pair_ratios), 3),
+                "repeats": len(per[m]),
+            })
+    header = list(rows[0])
+    csv = "\n".join([",".join(header)] + [",".join(str(r[h]) for h in header) for r in rows]) + "\n"
+    md = "| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n" + "".join(
+        "| " + " | ".join(str(r[h]) for h in header) + " |\n" for r in rows)
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    (RESULTS_DIR / f"speed{args.tag}.csv").write_text(csv)
+    (RESULTS_DIR / f"speed{args.tag}.md").write_text(md)
+    write_json(f"speed{args.tag}.json", {"rows": rows, "runs": runs, "environment": env,
+                                          "settings": {k: v for k, v in vars(args).items() if v is not None}})
+    print("\n" + md)
+    print(f"-> {RESULTS_DIR / f'speed{args.tag}.md'}")
+
+
+if __name__ == "__main__":
+    main()
