@@ -195,4 +195,5 @@ class SafeSaveLoadMixin:
         model._frozen_reference = freeze
         # With no new category there is nothing to learn: the model is the trained reference.
         model.is_trained_ = freeze and not any(p.requires_grad for p in model.module.parameters())
+        model.module.eval()
         return model

@@ -1,0 +1,138 @@
+# One-call workflows: Seurat (RunRegularizedVI) and SingleCellExperiment (runRegularizedVI).
+
+#' Run regularizedvi on a Seurat object
+#'
+#' Sets up, trains and embeds an `AmbientRegularizedSCVI` model on the raw
+#' counts of `assay` and stores the latent representation as a dimensional
+#' reduction (cell order as in the object), like [Seurat::RunPCA()]. The
+#' trained model stays retrievable with [getRegularizedVIModel()] (it is kept in
+#' `Misc(object[[reduction.name]], "model")` for this R session only; use
+#' [SaveRegularizedVI()] to keep it across sessions).
+#'
+#' @param object A `Seurat` object with raw counts.
+#' @param batch,ambient,nn.conditioning Covariate columns of `object[[]]`, see
+#'   [regularizedviModel()].
+#' @param ... Further arguments of [regularizedviModel()]: `feature.scaling`,
+#'   `dispersion`, `library.size`, `encoder.covariates`,
+#'   `continuous.covariates`, `features`, `n.hidden`, `n.latent`, `n.layers`,
+#'   `dropout.rate`.
+#' @param assay Assay with raw counts (default `"RNA"`).
+#' @param layer Layer / slot with raw counts (default `"counts"`).
+#' @param reduction.name Name of the new reduction (default
+#'   `"regularizedvi"`).
+#' @param reduction.key Key of its dimensions (default `"rvi_"`).
+#' @param max.epochs,accelerator,devices,batch.size,progress Training options,
+#'   see [trainRegularizedVI()].
+#' @param seed Random seed (default 0).
+#' @return The Seurat object with the new reduction and a command log entry.
+#' @examples
+#' \dontrun{
+#' pbmc <- RunRegularizedVI(SeuratObject::pbmc_small, batch = "groups", max.epochs = 20)
+#' Seurat::DimPlot(Seurat::RunUMAP(pbmc, reduction = "regularizedvi", dims = 1:10))
+#' }
+#' @export
+RunRegularizedVI <- function(object, batch = NULL, ambient = NULL, nn.conditioning = NULL, ...,
+                             assay = "RNA", layer = "counts", reduction.name = "regularizedvi",
+                             reduction.key = "rvi_", max.epochs = NULL, accelerator = "auto",
+                             devices = "auto", batch.size = 128, progress = TRUE, seed = 0) {
+  if (!inherits(object, "Seurat")) {
+    stop("RunRegularizedVI() needs a Seurat object; for a SingleCellExperiment use runRegularizedVI().",
+         call. = FALSE)
+  }
+  model <- regularizedviModel(object, batch = batch, ambient = ambient,
+                              nn.conditioning = nn.conditioning, ..., assay = assay, layer = layer,
+                              seed = seed)
+  trainRegularizedVI(model, max.epochs = max.epochs, accelerator = accelerator, devices = devices,
+                     batch.size = batch.size, progress = progress)
+  object <- .attach_seurat_reduction(object, model, assay, reduction.name, reduction.key)
+  SeuratObject::LogSeuratCommand(object = object)
+}
+
+.attach_seurat_reduction <- function(object, model, assay, reduction.name, reduction.key) {
+  latent <- getLatent(model)
+  if (!identical(rownames(latent), colnames(object))) {
+    latent <- latent[colnames(object), , drop = FALSE]
+  }
+  colnames(latent) <- paste0(reduction.key, seq_len(ncol(latent)))
+  reduction <- SeuratObject::CreateDimReducObject(embeddings = latent, key = reduction.key,
+                                                  assay = assay, misc = list(model = model))
+  object[[reduction.name]] <- reduction
+  object
+}
+
+#' Run regularizedvi on a SingleCellExperiment
+#'
+#' Sets up, trains and embeds an `AmbientRegularizedSCVI` model on the raw
+#' counts in `assay.type` and stores the latent representation in
+#' `reducedDim(sce, name)`, like `scater::runPCA()`. The trained model stays
+#' retrievable with [getRegularizedVIModel()] (kept in
+#' `metadata(sce)$regularizedvi_models[[name]]` for this R session; use
+#' [SaveRegularizedVI()] to keep it).
+#'
+#' @param x A `SingleCellExperiment` with raw counts.
+#' @inheritParams RunRegularizedVI
+#' @param name Name of the new reducedDim (default `"regularizedvi"`).
+#' @param assay.type Assay with raw counts (default `"counts"`).
+#' @return The SingleCellExperiment with the new reducedDim.
+#' @rdname runRegularizedVI-sce
+#' @examples
+#' \dontrun{
+#' sce <- runRegularizedVI(sce, batch = "sample_id", max.epochs = 20)
+#' plot(SingleCellExperiment::reducedDim(sce, "regularizedvi")[, 1:2])
+#' }
+#' @export
+runRegularizedVI <- function(x, batch = NULL, ambient = NULL, nn.conditioning = NULL, ...,
+                             name = "regularizedvi", assay.type = "counts", max.epochs = NULL,
+                             accelerator = "auto", devices = "auto", batch.size = 128,
+                             progress = TRUE, seed = 0) {
+  if (!inherits(x, "SingleCellExperiment")) {
+    stop("runRegularizedVI() needs a SingleCellExperiment; for a Seurat object use RunRegularizedVI().",
+         call. = FALSE)
+  }
+  model <- regularizedviModel(x, batch = batch, ambient = ambient,
+                              nn.conditioning = nn.conditioning, ..., assay.type = assay.type,
+                              seed = seed)
+  trainRegularizedVI(model, max.epochs = max.epochs, accelerator = accelerator, devices = devices,
+                     batch.size = batch.size, progress = progress)
+  .attach_sce_reduction(x, model, name)
+}
+
+.attach_sce_reduction <- function(x, model, name) {
+  latent <- getLatent(model)
+  if (!identical(rownames(latent), colnames(x))) latent <- latent[colnames(x), , drop = FALSE]
+  SingleCellExperiment::reducedDim(x, name) <- latent
+  meta <- S4Vectors::metadata(x)
+  meta$regularizedvi_models[[name]] <- model
+  S4Vectors::metadata(x) <- meta
+  x
+}
+
+#' Get the regularizedvi model stored in an object
+#'
+#' @param object A `Seurat` object after [RunRegularizedVI()], a
+#'   `SingleCellExperiment` after [runRegularizedVI()], or a
+#'   `regularizedviModel` (returned as is).
+#' @param name Reduction (Seurat) or reducedDim (SingleCellExperiment) name.
+#' @return The `regularizedviModel`.
+#' @export
+getRegularizedVIModel <- function(object, name = "regularizedvi") {
+  if (inherits(object, "regularizedviModel")) return(.check_model(object))
+  model <- NULL
+  if (inherits(object, "Seurat")) {
+    if (!name %in% SeuratObject::Reductions(object)) {
+      stop("The Seurat object has no reduction '", name, "' (reductions: ",
+           paste(SeuratObject::Reductions(object), collapse = ", "), "). Run RunRegularizedVI() first.",
+           call. = FALSE)
+    }
+    model <- SeuratObject::Misc(object[[name]], slot = "model")
+  } else if (inherits(object, "SingleCellExperiment")) {
+    model <- S4Vectors::metadata(object)$regularizedvi_models[[name]]
+  } else {
+    stop("Expected a Seurat object, a SingleCellExperiment or a regularizedviModel.", call. = FALSE)
+  }
+  if (is.null(model)) {
+    stop("No regularizedvi model stored under '", name, "'. Run RunRegularizedVI()/",
+         "runRegularizedVI() or load a saved model with LoadRegularizedVI().", call. = FALSE)
+  }
+  .check_model(model)
+}

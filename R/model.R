@@ -1,0 +1,198 @@
+# Lower-level interface: set up, train and embed with an R handle on the Python model.
+
+# R argument name -> setup_anndata() argument, and whether it takes several columns.
+.setup_map <- list(
+  batch = c("batch_key", "one"),
+  ambient = c("ambient_covariate_keys", "many"),
+  nn.conditioning = c("nn_conditioning_covariate_keys", "many"),
+  feature.scaling = c("feature_scaling_covariate_keys", "many"),
+  dispersion = c("dispersion_key", "one"),
+  library.size = c("library_size_key", "one"),
+  encoder.covariates = c("encoder_covariate_keys", "many"),
+  continuous.covariates = c("continuous_covariate_keys", "many")
+)
+
+# Python setup arguments (named R list) from the R covariate arguments.
+.setup_args <- function(covariates) {
+  args <- list()
+  for (name in names(.setup_map)) {
+    value <- covariates[[name]]
+    if (is.null(value)) next
+    if (!is.character(value) || anyNA(value) || !length(value)) {
+      stop("`", name, "` must name metadata column(s), got ", deparse(value)[1], ".", call. = FALSE)
+    }
+    key <- .setup_map[[name]]
+    if (key[2] == "one" && length(value) != 1) {
+      stop("`", name, "` takes exactly one column, got ", length(value), ".", call. = FALSE)
+    }
+    args[[key[1]]] <- if (key[2] == "one") value else as.list(value)
+  }
+  args
+}
+
+# Which metadata columns a set of Python setup arguments needs, and how.
+.setup_columns <- function(setup_args) {
+  continuous <- unlist(setup_args[["continuous_covariate_keys"]])
+  keys <- setdiff(names(setup_args), c("layer", "continuous_covariate_keys"))
+  categorical <- unlist(lapply(setup_args[keys], function(v) if (is.character(unlist(v))) unlist(v)))
+  list(categorical = unique(as.character(categorical)), continuous = as.character(continuous))
+}
+
+.set_seed <- function(seed) {
+  if (is.null(seed)) return(invisible())
+  scvi <- .py_module("scvi")
+  reticulate::py_set_attr(scvi$settings, "seed", as.integer(seed))
+  invisible()
+}
+
+.new_model <- function(py, adata, cells, genes, setup_args) {
+  structure(list(py = py, adata = adata, cells = cells, genes = genes, setup_args = setup_args),
+            class = "regularizedviModel")
+}
+
+#' Set up a regularizedvi model on a Seurat or SingleCellExperiment object
+#'
+#' Converts the raw counts with [as.AnnData()] (only the covariate columns
+#' travel), registers them with `AmbientRegularizedSCVI.setup_anndata()` and
+#' builds an untrained `AmbientRegularizedSCVI`. Train it with
+#' [trainRegularizedVI()] and read results with [getLatent()],
+#' [getNormalizedExpression()] and [getAmbientProfile()]. Most users call
+#' [RunRegularizedVI()] (Seurat) or [runRegularizedVI()] (SingleCellExperiment),
+#' which do all steps.
+#'
+#' @param object A `Seurat` or `SingleCellExperiment` object with raw counts.
+#' @param batch One metadata column setting ambient, dispersion and
+#'   library-size groups at once (typically the sample / 10x channel). Cannot be
+#'   combined with `ambient`, `dispersion`, `library.size`.
+#' @param ambient Columns whose categories each get an ambient RNA profile.
+#' @param nn.conditioning Columns given to the decoder (technology effects such
+#'   as chemistry).
+#' @param feature.scaling Columns with per-gene multiplicative factors.
+#' @param dispersion One column: groups with their own dispersion.
+#' @param library.size One column: groups with their own library-size prior.
+#' @param encoder.covariates Columns also given to the encoder.
+#' @param continuous.covariates Numeric columns given to encoder and decoder.
+#' @param assay,layer Seurat assay (default: the default assay) and layer with
+#'   raw counts.
+#' @param assay.type SingleCellExperiment assay with raw counts.
+#' @param features Genes to use (default all; every gene needs some counts).
+#' @param n.hidden,n.latent,n.layers,dropout.rate Network size: hidden width
+#'   (128), latent dimensions (10), hidden layers (1), dropout (0.1).
+#' @param seed Random seed set in scvi-tools before the weights are initialised
+#'   (`NULL`: leave it).
+#' @return A `regularizedviModel`: a list with the Python model (`py`), its
+#'   AnnData (`adata`), the cell and gene names and the setup arguments.
+#' @seealso [RunRegularizedVI()], [runRegularizedVI()]
+#' @examples
+#' \dontrun{
+#' model <- regularizedviModel(SeuratObject::pbmc_small, batch = "groups")
+#' trainRegularizedVI(model, max.epochs = 10)
+#' head(getLatent(model))
+#' }
+#' @export
+regularizedviModel <- function(object, batch = NULL, ambient = NULL, nn.conditioning = NULL,
+                               feature.scaling = NULL, dispersion = NULL, library.size = NULL,
+                               encoder.covariates = NULL, continuous.covariates = NULL,
+                               assay = NULL, layer = "counts", assay.type = "counts",
+                               features = NULL, n.hidden = 128, n.latent = 10, n.layers = 1,
+                               dropout.rate = 0.1, seed = 0) {
+  setup_args <- .setup_args(list(
+    batch = batch, ambient = ambient, nn.conditioning = nn.conditioning,
+    feature.scaling = feature.scaling, dispersion = dispersion, library.size = library.size,
+    encoder.covariates = encoder.covariates, continuous.covariates = continuous.covariates
+  ))
+  columns <- .setup_columns(setup_args)
+  adata <- as.AnnData(object, assay = assay, layer = layer, assay.type = assay.type,
+                      categorical = columns$categorical, continuous = columns$continuous,
+                      features = features)
+  rv <- .py_module("regularizedvi")
+  .py_call(do.call(rv$AmbientRegularizedSCVI$setup_anndata, c(list(adata), setup_args)),
+           "Setting up the data failed")
+  .set_seed(seed)
+  py <- .py_call(rv$AmbientRegularizedSCVI(adata, n_hidden = as.integer(n.hidden),
+                                           n_latent = as.integer(n.latent),
+                                           n_layers = as.integer(n.layers),
+                                           dropout_rate = as.numeric(dropout.rate)),
+                 "Building the model failed")
+  .model_from_py(py, adata)
+}
+
+.model_from_py <- function(py, adata) {
+  cells <- as.character(reticulate::py_to_r(adata$obs_names$tolist()))
+  genes <- as.character(reticulate::py_to_r(adata$var_names$tolist()))
+  registry <- py$adata_manager$registry
+  setup_args <- reticulate::py_to_r(reticulate::py_get_item(registry, "setup_args"))
+  .new_model(py, adata, cells, genes, setup_args)
+}
+
+#' Train a regularizedvi model
+#'
+#' Runs scvi-tools' training loop (PyTorch Lightning) on the model's data; the
+#' model is trained in place.
+#'
+#' @param model A `regularizedviModel` from [regularizedviModel()].
+#' @param max.epochs Epochs (default `NULL`: `min(round(20000 / n_cells * 400),
+#'   400)`).
+#' @param accelerator,devices Passed to Lightning (`"auto"` uses a GPU when
+#'   present; `"cpu"` forces the CPU).
+#' @param batch.size Minibatch size (default 128).
+#' @param progress Show the progress bar (default `TRUE`).
+#' @param ... Further arguments of the Python `train()` (e.g.
+#'   `early_stopping = TRUE`, `plan_kwargs = list(lr = 1e-3)`).
+#' @return The model, invisibly.
+#' @export
+trainRegularizedVI <- function(model, max.epochs = NULL, accelerator = "auto", devices = "auto",
+                               batch.size = 128, progress = TRUE, ...) {
+  .check_model(model)
+  if (!is.null(max.epochs)) max.epochs <- as.integer(max.epochs)
+  if (is.numeric(devices)) devices <- as.integer(devices)
+  .py_call(model$py$train(max_epochs = max.epochs, accelerator = accelerator, devices = devices,
+                          batch_size = as.integer(batch.size), enable_progress_bar = progress, ...),
+           "Training failed")
+  invisible(model)
+}
+
+.check_model <- function(model) {
+  if (!inherits(model, "regularizedviModel")) {
+    stop("Expected a regularizedviModel (from regularizedviModel(), LoadRegularizedVI() or ",
+         "getRegularizedVIModel()), got '", class(model)[1], "'.", call. = FALSE)
+  }
+  if (reticulate::py_is_null_xptr(model$py)) {
+    stop("This model's Python object no longer exists (an R object restored with readRDS() ",
+         "or from another R session keeps no Python objects). Reload it with LoadRegularizedVI().",
+         call. = FALSE)
+  }
+  invisible(model)
+}
+
+#' Latent representation of the cells
+#'
+#' @param model A trained `regularizedviModel`.
+#' @return A cells x latent-dimensions matrix with cell names as row names.
+#' @export
+getLatent <- function(model) {
+  .check_model(model)
+  latent <- reticulate::py_to_r(.py_call(model$py$get_latent_representation(),
+                                         "Computing the latent representation failed"))
+  latent <- as.matrix(latent)
+  dimnames(latent) <- list(model$cells, paste0("rvi_", seq_len(ncol(latent))))
+  latent
+}
+
+#' @export
+print.regularizedviModel <- function(x, ...) {
+  alive <- !reticulate::py_is_null_xptr(x$py)
+  cat("regularizedviModel:", length(x$cells), "cells x", length(x$genes), "genes")
+  if (alive) {
+    cat(if (isTRUE(reticulate::py_to_r(x$py$is_trained_))) ", trained" else ", not trained")
+  } else {
+    cat(" (Python object gone: reload with LoadRegularizedVI())")
+  }
+  cat("\n")
+  used <- Filter(Negate(is.null), x$setup_args[setdiff(names(x$setup_args), "layer")])
+  if (length(used)) {
+    cat("covariates:", paste(names(used), vapply(used, function(v) paste(unlist(v), collapse = ","), ""),
+                             sep = "=", collapse = "; "), "\n")
+  }
+  invisible(x)
+}

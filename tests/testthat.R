@@ -1,0 +1,4 @@
+library(testthat)
+library(regularizedvi)
+
+test_check("regularizedvi")
