@@ -244,13 +244,15 @@ class RegularizedMultimodalVAE(BaseModuleClass):
         nn_covs, continuous_covs = self._to(nn_covs), self._to(continuous_covs)
         ambient_covs, scaling_covs = self._to(ambient_covs), self._to(scaling_covs)
         dispersion_group = self._to(dispersion_group)
-        out = {"rho": {}, "mu": {}, "theta": {}}
+        out = {"rho": {}, "mu": {}, "theta": {}, "dispersion": {}}
         for m in self.modality_names:
             rho = self.decode_rho(m, z, nn_covs, continuous_covs)
             library = torch.exp(log_library[m])
             out["rho"][m] = rho
             out["mu"][m] = self.observations[m].mean(rho, library, ambient_covs, scaling_covs)
-            out["theta"][m] = self.observations[m].theta(dispersion_group, sample=self.training)
+            dispersion = self.observations[m].dispersion(dispersion_group, sample=self.training)
+            out["dispersion"][m] = dispersion
+            out["theta"][m] = dispersion.theta
         return out
 
     # ------------------------------------------------------------------ loss
@@ -264,7 +266,7 @@ class RegularizedMultimodalVAE(BaseModuleClass):
         kl_l_total = 0.0
         for m in self.modality_names:
             x = self._to(tensors[modality_key(m)])
-            ll = self.observations[m].log_likelihood(x, generative_outputs["mu"][m], generative_outputs["theta"][m])
+            ll = self.observations[m].log_likelihood(x, generative_outputs["mu"][m], generative_outputs["dispersion"][m])
             reconstruction[f"reconstruction_{m}"] = -ll * masks[m]
             prior = self.observations[m].library_prior(library_codes)
             kl_l = kl_divergence(inference_outputs["ql"][m], prior).sum(-1) * masks[m]

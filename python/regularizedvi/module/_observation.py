@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -20,16 +21,33 @@ from regularizedvi.nn._layers import one_hot_concat
 
 
 def negative_binomial_log_prob(x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor,
-                               eps: float = 1e-8) -> torch.Tensor:
-    """log GammaPoisson(x | concentration=theta, rate=theta/mu), elementwise."""
+                               eps: float = 1e-8, log_theta: torch.Tensor | None = None,
+                               lgamma_theta: torch.Tensor | None = None) -> torch.Tensor:
+    """log GammaPoisson(x | concentration=theta, rate=theta/mu), elementwise.
+
+    ``log_theta`` and ``lgamma_theta`` may be passed precomputed (they depend on the
+    feature and dispersion group only, not on the cell).
+    """
     log_theta_mu = torch.log(theta + mu + eps)
+    if log_theta is None:
+        log_theta = torch.log(theta + eps)
+    if lgamma_theta is None:
+        lgamma_theta = torch.lgamma(theta)
     return (
-        theta * (torch.log(theta + eps) - log_theta_mu)
+        theta * (log_theta - log_theta_mu)
         + x * (torch.log(mu + eps) - log_theta_mu)
         + torch.lgamma(x + theta)
-        - torch.lgamma(theta)
+        - lgamma_theta
         - torch.lgamma(x + 1)
     )
+
+
+class CellDispersion(NamedTuple):
+    """Per-cell inverse dispersion and its cell-independent terms, gathered from groups."""
+
+    theta: torch.Tensor
+    log_theta: torch.Tensor
+    lgamma_theta: torch.Tensor
 
 
 class CountObservationModel(nn.Module):
@@ -141,16 +159,26 @@ class CountObservationModel(nn.Module):
             rate = rate * y
         return library * rate
 
-    def theta(self, dispersion_codes: torch.Tensor, sample: bool) -> torch.Tensor:
-        """Per-cell inverse dispersion ``(n, F)``: a reparameterised draw or the posterior median."""
+    def dispersion(self, dispersion_codes: torch.Tensor, sample: bool) -> CellDispersion:
+        """Per-cell ``theta`` (a reparameterised draw, or the posterior median), with
+        ``log theta`` and ``lgamma(theta)`` computed once per feature and group."""
         log_theta = self.log_theta_mu
         if sample:
             sigma = torch.exp(self.log_theta_log_sigma)
             log_theta = log_theta + sigma * torch.randn_like(sigma)
-        return torch.exp(log_theta).T[dispersion_codes.reshape(-1).long()]
+        theta = torch.exp(log_theta)
+        idx = dispersion_codes.reshape(-1).long()
+        return CellDispersion(theta.T[idx], log_theta.T[idx], torch.lgamma(theta).T[idx])
 
-    def log_likelihood(self, x, mu, theta) -> torch.Tensor:
+    def theta(self, dispersion_codes: torch.Tensor, sample: bool) -> torch.Tensor:
+        """Per-cell inverse dispersion ``(n, F)``."""
+        return self.dispersion(dispersion_codes, sample).theta
+
+    def log_likelihood(self, x, mu, theta: torch.Tensor | CellDispersion) -> torch.Tensor:
         """Per-cell log-likelihood (summed over features)."""
+        if isinstance(theta, CellDispersion):
+            return negative_binomial_log_prob(x, mu, theta.theta, log_theta=theta.log_theta,
+                                              lgamma_theta=theta.lgamma_theta).sum(-1)
         return negative_binomial_log_prob(x, mu, theta).sum(-1)
 
     # ------------------------------------------------------------------ priors

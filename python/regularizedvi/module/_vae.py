@@ -97,8 +97,8 @@ class RegularizedVAE(BaseModuleClass):
         rho = self.decoder(decoder_input, one_hot_concat(nn_covs, self.n_nn_cats_per_key))
         library = torch.exp(log_library)
         mu = self.observation.mean(rho, library, ambient_covs, scaling_covs)
-        theta = self.observation.theta(dispersion_group, sample=self.training)
-        return {"rho": rho, "mu": mu, "theta": theta}
+        dispersion = self.observation.dispersion(dispersion_group, sample=self.training)
+        return {"rho": rho, "mu": mu, "theta": dispersion.theta, "dispersion": dispersion}
 
     # ------------------------------------------------------------------ loss
     def loss(self, tensors, inference_outputs, generative_outputs, kl_weight: float = 1.0,
@@ -106,7 +106,7 @@ class RegularizedVAE(BaseModuleClass):
         """Negative ELBO per cell, plus the global priors once per dataset (``/ n_obs``)."""
         x = tensors[K.X]
         reconstruction = -self.observation.log_likelihood(
-            x, generative_outputs["mu"], generative_outputs["theta"]
+            x, generative_outputs["mu"], generative_outputs["dispersion"]
         )
         qz = inference_outputs["qz"]
         kl_z = kl_divergence(qz, Normal(torch.zeros_like(qz.loc), torch.ones_like(qz.scale))).sum(-1)
@@ -136,7 +136,7 @@ class RegularizedVAE(BaseModuleClass):
             generative_inputs = self._get_generative_input(tensors, {"z": z, "log_library": log_l})
             out = self.generative(**generative_inputs)
             log_px = self.observation.log_likelihood(
-                tensors[K.X].to(z.device), out["mu"], out["theta"]
+                tensors[K.X].to(z.device), out["mu"], out["dispersion"]
             )
             log_weights.append(
                 log_px + standard.log_prob(z).sum(-1) + library_prior.log_prob(log_l).sum(-1)
