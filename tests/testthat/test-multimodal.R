@@ -1,0 +1,139 @@
+# Several modalities: Seurat assays / SCE altExps -> MuData, the multimodal model, attribution.
+
+# pbmc_small RNA counts + a made-up ADT assay: 10 proteins with known counts.
+adt_counts <- function(cells) {
+  n <- length(cells)
+  m <- matrix(as.double((seq_len(10 * n) %% 7) + rep(seq_len(10), times = n) %% 3), 10, n,
+              dimnames = list(paste0("prot", 1:10), cells))
+  m[1, ] <- m[1, ] + 1  # every cell has ADT counts
+  Matrix::Matrix(m, sparse = TRUE)
+}
+
+citeseq <- function() {
+  skip_if_not_installed("SeuratObject")
+  obj <- SeuratObject::pbmc_small
+  obj[["ADT"]] <- SeuratObject::CreateAssayObject(counts = adt_counts(colnames(obj)))
+  obj
+}
+
+citeseq_sce <- function() {
+  skip_if_not_installed("SingleCellExperiment")
+  sce <- synthetic_sce()
+  SingleCellExperiment::altExp(sce, "ADT") <- SingleCellExperiment::SingleCellExperiment(
+    assays = list(counts = adt_counts(colnames(sce))))
+  sce
+}
+
+mod_counts <- function(mdata, mod) py_counts(reticulate::py_get_item(mdata$mod, mod))
+mod_names <- function(mdata) {
+  as.character(reticulate::py_to_r(reticulate::import_builtins(convert = FALSE)$list(mdata$mod)))
+}
+
+tiny_multi <- list(n.hidden = 8, n.latent = 2, max.epochs = 2, progress = FALSE, accelerator = "cpu")
+
+test_that("as.MuData keeps every modality of a Seurat object, count for count", {
+  skip_if_no_regularizedvi()
+  obj <- citeseq()
+  set.seed(2)
+  obj <- obj[, sample(colnames(obj))]
+  mdata <- as.MuData(obj, assays = c("ADT", "RNA"), obs.columns = "groups")
+  expect_identical(mod_names(mdata), c("ADT", "RNA"))
+  expect_identical(as.character(reticulate::py_to_r(mdata$obs_names$tolist())), colnames(obj))
+  for (assay in c("RNA", "ADT")) {
+    x <- reticulate::py_get_item(mdata$mod, assay)$X
+    expect_true(reticulate::py_to_r(reticulate::import("scipy.sparse", convert = FALSE)$issparse(x)))
+    expect_identical(mod_counts(mdata, assay),
+                     methods::as(SeuratObject::GetAssayData(obj, slot = "counts", assay = assay), "dgCMatrix"))
+  }
+  groups <- reticulate::py_to_r(obs_col(mdata, "groups")$astype("str")$tolist())
+  expect_identical(as.character(groups), as.character(obj$groups))
+  # Default: all assays, in the object's order.
+  expect_identical(mod_names(as.MuData(obj)), SeuratObject::Assays(obj))
+})
+
+test_that("as.MuData turns an SCE's main experiment and altExps into modalities", {
+  skip_if_no_regularizedvi()
+  sce <- citeseq_sce()
+  mdata <- as.MuData(sce, obs.columns = TRUE)
+  expect_identical(mod_names(mdata), c("RNA", "ADT"))
+  expect_identical(mod_counts(mdata, "RNA"), SummarizedExperiment::assay(sce, "counts"))
+  expect_identical(mod_counts(mdata, "ADT"),
+                   SummarizedExperiment::assay(SingleCellExperiment::altExp(sce, "ADT"), "counts"))
+  expect_identical(as.character(reticulate::py_to_r(mdata$obs_names$tolist())), colnames(sce))
+  expect_identical(reticulate::py_to_r(obs_col(mdata, "score")$tolist()), sce$score)
+  expect_identical(mod_names(as.MuData(sce, altexps = "ADT", main.name = "GEX")), c("GEX", "ADT"))
+})
+
+test_that("missing assays, assays without counts and mismatched cells are refused", {
+  skip_if_no_regularizedvi()
+  obj <- citeseq()
+  expect_error(as.MuData(obj, assays = c("RNA", "HTO")), "Assay\\(s\\) 'HTO' not in the Seurat object")
+  obj[["LOG"]] <- SeuratObject::CreateAssayObject(
+    data = log1p(as.matrix(SeuratObject::GetAssayData(obj, slot = "counts", assay = "ADT"))))
+  expect_error(as.MuData(obj, assays = c("RNA", "LOG")), "'LOG', layer 'counts' is empty")
+  bad <- citeseq()
+  m <- bad@assays$ADT@counts
+  colnames(m)[1] <- "not_a_cell"
+  bad@assays$ADT@counts <- m
+  expect_error(as.MuData(bad, assays = c("RNA", "ADT")), "cells of Seurat assay 'ADT'.*do not match")
+  expect_error(RunRegularizedMultimodalVI(citeseq(), assays = "RNA"), "at least 2 modalities")
+  sce <- citeseq_sce()
+  expect_error(as.MuData(sce, altexps = "HTO"), "altExp\\(s\\) 'HTO' not in")
+  SingleCellExperiment::altExp(sce, "LOG") <- SingleCellExperiment::SingleCellExperiment(
+    assays = list(logcounts = as.matrix(adt_counts(colnames(sce)))))
+  expect_error(as.MuData(sce, altexps = "LOG"), "altExp 'LOG' has no assay 'counts'")
+  alt <- SingleCellExperiment::SingleCellExperiment(
+    assays = list(counts = adt_counts(paste0("other", seq_len(ncol(sce))))))
+  SingleCellExperiment::altExp(sce, "ADT", withDimnames = FALSE) <- alt
+  expect_error(as.MuData(sce, altexps = "ADT"), "cells of altExp 'ADT'.*do not match")
+  expect_error(RunRegularizedMultimodalVI(sce), "needs a Seurat object")
+  expect_error(runRegularizedMultimodalVI(obj), "needs a SingleCellExperiment")
+})
+
+test_that("RunRegularizedMultimodalVI attaches the joint latent in cell order, a log and the model", {
+  skip_if_no_regularizedvi()
+  obj <- citeseq()
+  set.seed(4)
+  shuffled <- obj[, sample(colnames(obj))]
+  out <- RunRegularizedMultimodalVI(shuffled, batch = "groups", n.hidden = 8, n.latent = 2,
+                                    max.epochs = 2, progress = FALSE, accelerator = "cpu")
+  emb <- SeuratObject::Embeddings(out, "regularizedmultivi")
+  expect_identical(rownames(emb), colnames(shuffled))
+  expect_identical(colnames(emb), paste0("rmvi_", 1:4))  # concatenation: 2 + 2
+  expect_identical(SeuratObject::Key(out[["regularizedmultivi"]]), "rmvi_")
+  expect_identical(setdiff(command_names(out), command_names(shuffled)), "RunRegularizedMultimodalVI")
+  expect_identical(out@commands[["RunRegularizedMultimodalVI"]]$batch, "groups")
+  expect_identical(out@commands[["RunRegularizedMultimodalVI"]]$assays, c("RNA", "ADT"))
+  model <- getRegularizedVIModel(out, "regularizedmultivi")
+  expect_s3_class(model, "regularizedviMultimodalModel")
+  expect_identical(model$modalities, c("RNA", "ADT"))
+  expect_equal(emb, getLatent(model)[colnames(shuffled), ], ignore_attr = TRUE)
+  expect_output(print(model), "RNA \\(230 features\\), ADT \\(10 features\\), trained")
+
+  att <- getModalityAttribution(out)
+  expect_true(is.matrix(att) && is.numeric(att))
+  expect_identical(dimnames(att), list(c("RNA", "ADT"), paste0("z", 0:3)))
+  expect_true(all(is.finite(att)) && all(att >= 0))
+  p <- plotModalityAttribution(att, use.ggplot = FALSE)
+  expect_identical(dim(p), dim(att))
+  expect_equal(unname(apply(p, 1, max)), c(1, 1))
+  if (requireNamespace("ggplot2", quietly = TRUE)) {
+    expect_s3_class(plotModalityAttribution(out), "ggplot")
+  }
+  expect_error(getModalityAttribution(out, name = "pca"), "needs a multimodal model|no reduction|No regularizedvi")
+})
+
+test_that("runRegularizedMultimodalVI stores a reducedDim and the model (weighted_mean)", {
+  skip_if_no_regularizedvi()
+  sce <- citeseq_sce()
+  out <- do.call(runRegularizedMultimodalVI,
+                 c(list(sce, altexps = "ADT", batch = "sample", latent.mode = "weighted_mean",
+                        name = "mm"), tiny_multi))
+  latent <- SingleCellExperiment::reducedDim(out, "mm")
+  expect_identical(dim(latent), c(ncol(sce), 2L))  # one shared latent
+  expect_identical(rownames(latent), colnames(sce))
+  att <- getModalityAttribution(out, name = "mm")
+  expect_identical(dim(att), c(2L, 2L))
+  expect_identical(rownames(att), c("RNA", "ADT"))
+  expect_true(all(is.finite(att)))
+})
