@@ -4,7 +4,13 @@ Usage: .venv/bin/python bench/ablation.py VARIANT   (base, onedisp, noamb, lr1, 
 Prints kNN cell-type purity, sample-mixing entropy and label silhouette (150 epochs, seed 0).
 "obslib" bypasses the library encoder (library fixed at the observed total) for comparison.
 """
-import sys, json, anndata, numpy as np, torch, scvi
+import json
+import sys
+from pathlib import Path
+
+import anndata
+import scvi
+import torch
 torch.set_num_threads(1)
 import regularizedvi as rv
 from regularizedvi import metrics
@@ -16,7 +22,7 @@ if v == "obslib":
         h = self.body(x_log1p)
         return Normal(log_total + 0 * self.offset(h), torch.full_like(log_total, 1e-3))
     LibraryEncoder.forward = fwd
-ad = anndata.read_h5ad("str(__import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data" / "kang_ifnb.h5ad")")
+ad = anndata.read_h5ad(Path(__file__).resolve().parents[2] / "shared" / "data" / "kang_ifnb.h5ad")
 torch.manual_seed(0); scvi.settings.seed = 0
 if v == "base":
     rv.AmbientRegularizedSCVI.setup_anndata(ad, batch_key="sample_id", nn_conditioning_covariate_keys=["sample_id"])
