@@ -21,8 +21,9 @@ VAR_EPS = 1e-4  # floor on encoder variances
 BACKGROUND_PRIOR_ALPHA = 1.0
 BACKGROUND_PRIOR_BETA = 100.0
 REGULARISE_BACKGROUND = False
-# Initial background, as a fraction of a cell's expected counts spread evenly over the
-# features. See AmbientRegularizedSCVI's docstring for why this is not exp(beta)=0.01.
+# Initial background: this fraction of each ambient category's mean expression profile
+# (flat over features when no profile is given). See AmbientRegularizedSCVI's docstring
+# for why this is not exp(beta)=0.01.
 BACKGROUND_INIT_FRACTION = 0.01
 # Feature scaling y = softplus(gamma) / 0.7 ~ Gamma(200, 200) (mean 1).
 FEATURE_SCALING_DIVISOR = 0.7

@@ -8,3 +8,14 @@ DISPERSION = "dispersion_group"
 LIBRARY = "library_group"
 ENCODER = "encoder_covs"
 CONTINUOUS = "continuous_covs"
+
+
+def generative_covariates(tensors: dict) -> dict:
+    """The covariates a decoder and observation model read from a minibatch."""
+    return {
+        "nn_covs": tensors.get(NN_CONDITIONING),
+        "continuous_covs": tensors.get(CONTINUOUS),
+        "ambient_covs": tensors.get(AMBIENT),
+        "scaling_covs": tensors.get(FEATURE_SCALING),
+        "dispersion_group": tensors[DISPERSION],
+    }

@@ -22,6 +22,7 @@ from regularizedvi import _constants as C
 from regularizedvi.data import _keys as K
 from regularizedvi.data import check_covariates, resolve_covariate_design
 from regularizedvi.model._attribution import ModalityAttributionMixin
+from regularizedvi.model._outputs import shape_expression
 from regularizedvi.model._multimodal_setup import (
     check_mudata,
     default_background,
@@ -352,13 +353,8 @@ library_size_key, encoder_covariate_keys, continuous_covariate_keys
                                              self.module._to(tensors.get(K.CONTINUOUS)))
                 draws.append((rho / rho.sum(-1, keepdim=True))[:, mask].cpu().numpy())
             chunks.append(np.stack(draws))
-        values = np.concatenate(chunks, axis=1) * library_size
-        if return_mean or n_samples == 1:
-            values = values.mean(0)
-        if return_numpy or values.ndim == 3:
-            return values
-        names = adata.obs_names if indices is None else adata.obs_names[np.asarray(indices)]
-        return pd.DataFrame(values, index=names, columns=features[mask])
+        return shape_expression(chunks, library_size, return_mean, return_numpy, adata, indices,
+                                features[mask])
 
     def differential_expression(self, adata=None, groupby=None, group1=None, group2=None, idx1=None,
                                 idx2=None, modality: str | None = None, mode: str = "change",

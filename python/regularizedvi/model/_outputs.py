@@ -13,6 +13,21 @@ from scvi.model.base import RNASeqMixin
 from regularizedvi.data import _keys as K
 
 
+def shape_expression(chunks, library_size, return_mean, return_numpy, adata, indices, columns):
+    """Stack per-minibatch draws (samples x cells x features) into the returned value.
+
+    The mean over draws when ``return_mean`` (or one draw); an array when asked or when
+    draws are kept, else a cells x features DataFrame.
+    """
+    values = np.concatenate(chunks, axis=1) * library_size
+    if return_mean or values.shape[0] == 1:
+        values = values.mean(0)
+    if return_numpy or values.ndim == 3:
+        return values
+    names = adata.obs_names if indices is None else adata.obs_names[np.asarray(indices)]
+    return pd.DataFrame(values, index=names, columns=columns)
+
+
 class ExpressionOutputsMixin:
     """Outputs of a model whose module has ``inference``/``generative``/``observation``."""
 
@@ -105,13 +120,8 @@ class ExpressionOutputsMixin:
                     per_category.append(rho / rho.sum(-1, keepdim=True))
                 draws.append(torch.stack(per_category).mean(0)[..., gene_mask].cpu().numpy())
             chunks.append(np.stack(draws))
-        values = np.concatenate(chunks, axis=1) * library_size
-        if return_mean or n_samples == 1:
-            values = values.mean(0)
-        if return_numpy or values.ndim == 3:
-            return values
-        names = adata.obs_names if indices is None else adata.obs_names[np.asarray(indices)]
-        return pd.DataFrame(values, index=names, columns=genes[gene_mask])
+        return shape_expression(chunks, library_size, return_mean, return_numpy, adata, indices,
+                                genes[gene_mask])
 
     def get_ambient_profile(self, normalize: bool = True) -> pd.DataFrame:
         """Learned additive background per feature (rows) and ambient category (columns).

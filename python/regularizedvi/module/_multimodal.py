@@ -221,11 +221,7 @@ class RegularizedMultimodalVAE(BaseModuleClass):
         return {
             "z": inference_outputs["z"],
             "log_library": inference_outputs["log_library"],
-            "nn_covs": tensors.get(K.NN_CONDITIONING),
-            "continuous_covs": tensors.get(K.CONTINUOUS),
-            "ambient_covs": tensors.get(K.AMBIENT),
-            "scaling_covs": tensors.get(K.FEATURE_SCALING),
-            "dispersion_group": tensors[K.DISPERSION],
+            **K.generative_covariates(tensors),
         }
 
     def decode_rho(self, name: str, z, nn_covs=None, continuous_covs=None) -> torch.Tensor:

@@ -83,11 +83,7 @@ class RegularizedVAE(BaseModuleClass):
         return {
             "z": inference_outputs["z"],
             "log_library": inference_outputs["log_library"],
-            "nn_covs": tensors.get(K.NN_CONDITIONING),
-            "continuous_covs": tensors.get(K.CONTINUOUS),
-            "ambient_covs": tensors.get(K.AMBIENT),
-            "scaling_covs": tensors.get(K.FEATURE_SCALING),
-            "dispersion_group": tensors[K.DISPERSION],
+            **K.generative_covariates(tensors),
         }
 
     @auto_move_data
