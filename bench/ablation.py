@@ -22,6 +22,42 @@ if v == "obslib":
         h = self.body(x_log1p)
         return Normal(log_total + 0 * self.offset(h), torch.full_like(log_total, 1e-3))
     LibraryEncoder.forward = fwd
+if v in ("normin", "normin_lib1"):
+    from regularizedvi.module import _vae
+    orig_inf = _vae.RegularizedVAE.inference.__wrapped__ if hasattr(_vae.RegularizedVAE.inference, "__wrapped__") else None
+    from regularizedvi.nn import one_hot_concat
+    from scvi.module.base import auto_move_data
+    @auto_move_data
+    def inf(self, x, encoder_covs=None, continuous_covs=None):
+        total = x.sum(-1, keepdim=True).clamp_min(1.0)
+        x_log = torch.log1p(x)
+        x_enc = torch.log1p(x / total * 1e4)
+        qz = self.encoder(x_enc, one_hot_concat(encoder_covs, self.n_encoder_cats_per_key))
+        ql = self.library_encoder(x_log, torch.log(total))
+        return {"z": qz.rsample(), "qz": qz, "ql": ql, "log_library": ql.rsample()}
+    _vae.RegularizedVAE.inference = inf
+if v in ("offset0", "nonoise"):
+    from torch.distributions import Normal
+    from regularizedvi.nn._encoders import LibraryEncoder
+    def fwd2(self, x_log1p, log_total):
+        h = self.body(x_log1p)
+        if v == "offset0":
+            var = torch.exp(self.log_var(h)) + self.var_eps
+            return Normal(log_total + 0 * self.offset(h), var.sqrt())
+        return Normal(log_total + self.offset(h), torch.full_like(log_total, 1e-3) + 0 * self.log_var(h))
+    LibraryEncoder.forward = fwd2
+if v.startswith("lvinit"):
+    from regularizedvi.nn._encoders import LibraryEncoder
+    orig_init = LibraryEncoder.__init__
+    def init2(self, *a, **k):
+        orig_init(self, *a, **k)
+        torch.nn.init.constant_(self.log_var.bias, float(v.split("_")[1]))
+        if v.endswith("w0"):
+            torch.nn.init.zeros_(self.log_var.weight)
+    LibraryEncoder.__init__ = init2
+if v in ("lib1", "normin_lib1"):
+    from regularizedvi import _constants as CC
+    CC.LIBRARY_PRIOR_VARIANCE_SCALE = 1.0
 ad = anndata.read_h5ad(Path(__file__).resolve().parents[2] / "shared" / "data" / "kang_ifnb.h5ad")
 torch.manual_seed(0); scvi.settings.seed = 0
 if v == "base":
@@ -34,6 +70,8 @@ elif v == "obslib":
     rv.AmbientRegularizedSCVI.setup_anndata(ad, batch_key="sample_id", nn_conditioning_covariate_keys=["sample_id"])
 elif v == "noamb":
     rv.AmbientRegularizedSCVI.setup_anndata(ad, library_size_key="sample_id", nn_conditioning_covariate_keys=["sample_id"])
+elif v in ("normin", "lib1", "normin_lib1", "offset0", "nonoise") or v.startswith("lvinit"):
+    rv.AmbientRegularizedSCVI.setup_anndata(ad, batch_key="sample_id", nn_conditioning_covariate_keys=["sample_id"])
 elif v == "lr1":
     rv.AmbientRegularizedSCVI.setup_anndata(ad, batch_key="sample_id", nn_conditioning_covariate_keys=["sample_id"])
 if v == "scvi":

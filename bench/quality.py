@@ -266,6 +266,8 @@ def main(argv=None) -> None:
                         choices=["integration", "heldout", "ambient"])
     parser.add_argument("--epochs", type=int, default=400)
     parser.add_argument("--seeds", type=int, default=3, help="number of training seeds (0, 1, ...)")
+    parser.add_argument("--seed-start", type=int, default=0,
+                        help="first training seed (run seeds in parallel processes, then merge)")
     parser.add_argument("--split-seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--heldout-models", nargs="+", default=["scVI", "regularizedvi"],
@@ -274,7 +276,7 @@ def main(argv=None) -> None:
                         help="keep genes with at least this many counts over all cells")
     parser.add_argument("--tag", default="", help="suffix of the result file names")
     args = parser.parse_args(argv)
-    args.seed_list = list(range(args.seeds))
+    args.seed_list = list(range(args.seed_start, args.seed_start + args.seeds))
     quiet()
     set_threads(args.threads)
     env = environment()

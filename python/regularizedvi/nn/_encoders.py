@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.distributions import Normal
@@ -45,6 +47,8 @@ class LibraryEncoder(nn.Module):
     ``q(log l_n) = Normal(log N_n + delta(x_n), sigma(x_n))`` with ``N_n`` the cell's total
     count: the network only learns the departure from the observed total (ambient RNA
     inflates that total), which starts at zero, so training starts at a sensible scale.
+    The posterior variance starts small (``LIBRARY_POSTERIOR_INIT_VAR + VAR_EPS`` = 2e-4)
+    rather than at 1: a noisy library sample early in training pushes depth into ``z``.
     """
 
     def __init__(self, n_input: int, n_hidden: int = C.LIBRARY_N_HIDDEN,
@@ -55,6 +59,8 @@ class LibraryEncoder(nn.Module):
         self.log_var = nn.Linear(n_hidden, 1)
         nn.init.zeros_(self.offset.weight)
         nn.init.zeros_(self.offset.bias)
+        nn.init.zeros_(self.log_var.weight)
+        nn.init.constant_(self.log_var.bias, math.log(C.LIBRARY_POSTERIOR_INIT_VAR))
         self.var_eps = var_eps
 
     def forward(self, x_log1p: torch.Tensor, log_total: torch.Tensor) -> Normal:
