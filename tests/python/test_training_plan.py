@@ -1,0 +1,47 @@
+"""The training plan logs once per epoch, with the same values as scvi-tools' per-step logging."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import numpy as np
+from scvi.train import TrainingPlan
+
+import regularizedvi as rv
+from regularizedvi.model._training import RegularizedTrainingPlan
+
+from conftest import seed_everything
+
+
+class PerStepLogging(RegularizedTrainingPlan):
+    """Same optimiser groups, but scvi-tools' own training / validation steps and logging."""
+
+    training_step = TrainingPlan.training_step
+    validation_step = TrainingPlan.validation_step
+    on_train_epoch_end = pl.LightningModule.on_train_epoch_end
+    on_validation_epoch_end = pl.LightningModule.on_validation_epoch_end
+
+
+def _history(plan_cls, data_loader):
+    adata = rv.simulate_counts(n_cells=400, n_genes=200, n_batches=2, markers_per_type=10, seed=3)
+    rv.AmbientRegularizedSCVI.setup_anndata(adata, batch_key="batch")
+    seed_everything(0)
+    model = rv.AmbientRegularizedSCVI(adata, n_hidden=16, n_latent=4)
+    model._training_plan_cls = plan_cls
+    model.train(max_epochs=3, train_size=0.75, check_val_every_n_epoch=1, batch_size=64,
+                enable_progress_bar=False, data_loader=data_loader)
+    return model.history
+
+
+def test_epoch_metrics_equal_scvi_tools_per_step_logging():
+    for loader in ("fast", "scvi"):
+        ours, reference = _history(RegularizedTrainingPlan, loader), _history(PerStepLogging, loader)
+        keys = [k for k in reference if k != "kl_weight"]
+        assert {"train_loss", "elbo_train", "elbo_validation", "reconstruction_loss_validation",
+                "kl_local_train", "kl_global_validation", "validation_loss"} <= set(keys)
+        for key in keys:
+            a = ours[key].to_numpy(np.float64).ravel()
+            b = reference[key].to_numpy(np.float64).ravel()
+            assert len(a) == len(b) == 3, key
+            np.testing.assert_allclose(a, b, rtol=1e-6, err_msg=key)
+        # kl_weight: one value per epoch (the weight the epoch used), 0 at the first epoch
+        np.testing.assert_allclose(ours["kl_weight"].to_numpy(np.float64).ravel(), [0.0, 1 / 400, 2 / 400], rtol=1e-6)
