@@ -45,3 +45,33 @@ def test_epoch_metrics_equal_scvi_tools_per_step_logging():
             np.testing.assert_allclose(a, b, rtol=1e-6, err_msg=key)
         # kl_weight: one value per epoch (the weight the epoch used), 0 at the first epoch
         np.testing.assert_allclose(ours["kl_weight"].to_numpy(np.float64).ravel(), [0.0, 1 / 400, 2 / 400], rtol=1e-6)
+
+
+def test_training_step_builds_no_validating_distribution(monkeypatch):
+    """Argument validation of a torch distribution reads a GPU tensor back to the host (a
+    device sync per check); the training step must not do it, for either model."""
+    import torch
+    from torch.distributions import Distribution
+
+    created = []
+    original = Distribution.__init__
+
+    def spy(self, *args, validate_args=None, **kwargs):
+        created.append((type(self).__name__, validate_args))
+        original(self, *args, validate_args=validate_args, **kwargs)
+
+    adata = rv.simulate_counts(n_cells=200, n_genes=100, n_batches=2, markers_per_type=5, seed=4)
+    rv.AmbientRegularizedSCVI.setup_anndata(adata, batch_key="batch", feature_scaling_covariate_keys=["batch"])
+    seed_everything(0)
+    model = rv.AmbientRegularizedSCVI(adata, n_hidden=16, n_latent=4, regularise_background=True)
+    from regularizedvi.data._fast_loader import FastDataModule
+
+    dm = FastDataModule(model.adata_manager, batch_size=64)
+    dm.setup()
+    batch = dm.gather(torch.arange(64))
+    monkeypatch.setattr(Distribution, "__init__", spy)
+    model.module.train()
+    _, _, loss = model.module(batch)
+    loss.loss.backward()
+    assert created, "the step builds its posteriors as distributions"
+    assert all(v is False for _, v in created), created

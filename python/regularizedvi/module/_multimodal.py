@@ -199,13 +199,13 @@ class RegularizedMultimodalVAE(BaseModuleClass):
             locs = [qz_per_modality[m].loc for m in self.modality_names]
             scales = [qz_per_modality[m].scale for m in self.modality_names]
             if self.latent_mode == "concatenation":
-                qz = Normal(torch.cat(locs, -1), torch.cat(scales, -1))
+                qz = Normal(torch.cat(locs, -1), torch.cat(scales, -1), validate_args=False)
             else:
                 w = self.modality_weights(torch.stack([masks[m] for m in self.modality_names], -1))
                 w = w.T.unsqueeze(-1)  # (M, n, 1)
                 loc = (w * torch.stack(locs)).sum(0)
                 var = (w * torch.stack(scales) ** 2).sum(0)
-                qz = Normal(loc, var.sqrt())
+                qz = Normal(loc, var.sqrt(), validate_args=False)
         ql = {}
         log_library = {}
         for m in self.modality_names:
@@ -269,7 +269,7 @@ class RegularizedMultimodalVAE(BaseModuleClass):
             kl_local[f"kl_divergence_l_{m}"] = kl_l
             kl_l_total = kl_l_total + kl_l
         qz = inference_outputs["qz"]
-        standard = Normal(torch.zeros_like(qz.loc), torch.ones_like(qz.scale))
+        standard = Normal(torch.zeros_like(qz.loc), torch.ones_like(qz.scale), validate_args=False)
         kl_z_all = kl_divergence(qz, standard)
         if self.latent_mode == "concatenation":
             kl_z = 0.0

@@ -13,11 +13,17 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
-from torch.distributions import Gamma, Normal
+from torch.distributions import Normal
 
 from regularizedvi import _constants as C
 from regularizedvi.nn._decoders import inverse_softplus
 from regularizedvi.nn._layers import one_hot_concat
+
+
+def gamma_log_prob(x: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
+    """``log Gamma(x; alpha, rate=beta)`` with constant parameters (no tensors made per call)."""
+    const = alpha * math.log(beta) - math.lgamma(alpha)
+    return const + (alpha - 1.0) * torch.log(x) - beta * x
 
 
 def negative_binomial_log_prob(x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor,
@@ -186,7 +192,7 @@ class CountObservationModel(nn.Module):
         idx = library_codes.reshape(-1).long()
         mean = self.library_log_means[idx].unsqueeze(-1)
         var = C.LIBRARY_PRIOR_VARIANCE_SCALE * self.library_log_vars[idx].unsqueeze(-1)
-        return Normal(mean, var.clamp_min(1e-6).sqrt())
+        return Normal(mean, var.clamp_min(1e-6).sqrt(), validate_args=False)
 
     def dispersion_rate(self) -> torch.Tensor:
         return nn.functional.softplus(self.dispersion_rate_raw)
@@ -208,17 +214,14 @@ class CountObservationModel(nn.Module):
 
     def global_penalty(self) -> torch.Tensor:
         """Negative log prior of all global parameters (added once per dataset, not per cell)."""
-        rate_prior = Gamma(torch.tensor(C.DISPERSION_RATE_PRIOR_ALPHA, device=self.log_theta_mu.device),
-                           torch.tensor(C.DISPERSION_RATE_PRIOR_BETA, device=self.log_theta_mu.device))
-        penalty = self.dispersion_kl() - rate_prior.log_prob(self.dispersion_rate()).sum()
+        penalty = self.dispersion_kl() - gamma_log_prob(
+            self.dispersion_rate(), C.DISPERSION_RATE_PRIOR_ALPHA, C.DISPERSION_RATE_PRIOR_BETA).sum()
         if self.use_feature_scaling:
-            y_prior = Gamma(torch.tensor(C.FEATURE_SCALING_PRIOR_ALPHA, device=penalty.device),
-                            torch.tensor(C.FEATURE_SCALING_PRIOR_BETA, device=penalty.device))
-            penalty = penalty - y_prior.log_prob(self.feature_scaling_values()).sum()
+            penalty = penalty - gamma_log_prob(
+                self.feature_scaling_values(), C.FEATURE_SCALING_PRIOR_ALPHA, C.FEATURE_SCALING_PRIOR_BETA).sum()
         if self.use_background and self.regularise_background:
-            s_prior = Gamma(torch.tensor(C.BACKGROUND_PRIOR_ALPHA, device=penalty.device),
-                            torch.tensor(C.BACKGROUND_PRIOR_BETA, device=penalty.device))
-            penalty = penalty - s_prior.log_prob(torch.exp(self.background_log)).sum()
+            penalty = penalty - gamma_log_prob(
+                torch.exp(self.background_log), C.BACKGROUND_PRIOR_ALPHA, C.BACKGROUND_PRIOR_BETA).sum()
         return penalty
 
 

@@ -105,7 +105,7 @@ class RegularizedVAE(BaseModuleClass):
             x, generative_outputs["mu"], generative_outputs["dispersion"]
         )
         qz = inference_outputs["qz"]
-        kl_z = kl_divergence(qz, Normal(torch.zeros_like(qz.loc), torch.ones_like(qz.scale))).sum(-1)
+        kl_z = kl_divergence(qz, Normal(torch.zeros_like(qz.loc), torch.ones_like(qz.scale), validate_args=False)).sum(-1)
         library_prior = self.observation.library_prior(tensors[K.LIBRARY])
         kl_l = kl_divergence(inference_outputs["ql"], library_prior).sum(-1)
         kl_global = self.observation.global_penalty()
@@ -125,7 +125,7 @@ class RegularizedVAE(BaseModuleClass):
         inference_outputs = self.inference(**self._get_inference_input(tensors))
         qz, ql = inference_outputs["qz"], inference_outputs["ql"]
         library_prior = self.observation.library_prior(tensors[K.LIBRARY].to(qz.loc.device))
-        standard = Normal(torch.zeros_like(qz.loc), torch.ones_like(qz.scale))
+        standard = Normal(torch.zeros_like(qz.loc), torch.ones_like(qz.scale), validate_args=False)
         log_weights = []
         for _ in range(n_mc_samples):
             z, log_l = qz.sample(), ql.sample()

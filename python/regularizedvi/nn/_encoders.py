@@ -38,7 +38,7 @@ class GaussianEncoder(nn.Module):
     def forward(self, x: torch.Tensor, covariates: torch.Tensor | None = None) -> Normal:
         h = self.body(x, covariates)
         var = torch.exp(self.log_var(h)) + self.var_eps
-        return Normal(self.mean(h), var.sqrt())
+        return Normal(self.mean(h), var.sqrt(), validate_args=False)
 
 
 class LibraryEncoder(nn.Module):
@@ -66,4 +66,4 @@ class LibraryEncoder(nn.Module):
     def forward(self, x_log1p: torch.Tensor, log_total: torch.Tensor) -> Normal:
         h = self.body(x_log1p)
         var = torch.exp(self.log_var(h)) + self.var_eps
-        return Normal(log_total + self.offset(h), var.sqrt())
+        return Normal(log_total + self.offset(h), var.sqrt(), validate_args=False)
