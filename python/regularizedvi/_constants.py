@@ -52,12 +52,22 @@ BATCH_SIZE = 128
 LEARNING_RATE = 1e-3
 WEIGHT_DECAY = 1e-6
 N_EPOCHS_KL_WARMUP = 400
-# Training data path: "auto" (in-memory fast path when the data fit), "fast" or "scvi".
+# Training data path: "auto" (in-memory fast path when the data fit, "backed" for an on-disk
+# AnnData), "fast", "backed" or "scvi".
 DATA_LOADER = "auto"
 # "auto" takes the fast path when its tensors (CSR counts + float32 covariates) use at most
 # this fraction of the GPU's free memory / of the host's available memory.
 FAST_LOADER_DEVICE_MEMORY_FRACTION = 0.5
 FAST_LOADER_HOST_MEMORY_FRACTION = 0.5
+# Data larger than memory (AnnData opened with backed="r"): the on-disk matrix is read in
+# blocks of this many consecutive rows by the set-up checks, the model's initial statistics
+# and the "backed" training path, never whole. One block of a 30k-gene atlas at ~3000 stored
+# values per cell is ~25 MB (float32 values + int32 indices).
+BACKED_BLOCK_ROWS = 1024
+# The "backed" training path visits the blocks in a seeded random order and shuffles cells
+# within groups of this many blocks (the rows held in memory at once: ~400 MB for the atlas
+# above): a minibatch mixes cells from up to this many places in the file, not from all of it.
+BACKED_SHUFFLE_BLOCKS = 16
 
 # ---- input checks ----
 # How many stored values the count check reads (all of them up to this, a seeded sample beyond).

@@ -38,15 +38,26 @@ def _registry_fields(adata_manager) -> dict:
     return {key: adata_manager.get_from_registry(key) for key in adata_manager.data_registry}
 
 
-def unsupported_reason(adata_manager) -> str | None:
-    """Why the fast path cannot hold this registration in memory (None when it can)."""
+def unsupported_reason(adata_manager, allow_backed: bool = False) -> str | None:
+    """Why the fast path cannot hold this registration in memory (None when it can).
+
+    With ``allow_backed`` (the backed path's check): a backed AnnData and on-disk CSR or
+    dense fields are accepted; an on-disk CSC field is not.
+    """
+    from regularizedvi.data._backed import backed_layout_problem, is_backed_matrix
+
     adata = adata_manager.adata
-    if getattr(adata, "isbacked", False):
+    if getattr(adata, "isbacked", False) and not allow_backed:
         return "the AnnData is backed (on disk)"
     for key in adata_manager.data_registry:
         data = adata_manager.get_from_registry(key)
         if isinstance(data, str):
             continue  # minified-data marker: not a tensor (skipped by scvi-tools too)
+        if allow_backed and is_backed_matrix(data):
+            problem = backed_layout_problem(data, f"field '{key}'")
+            if problem is not None:
+                return problem
+            continue
         if not (isinstance(data, (np.ndarray, pd.DataFrame)) or sp.issparse(data)):
             return f"field '{key}' is a {type(data).__name__}"
         if sp.issparse(data) and data.format not in ("csr", "csc"):
@@ -131,6 +142,15 @@ class _DenseRows:
         return self.values[idx]
 
 
+def in_memory_field(data) -> _CSRRows | _DenseRows:
+    """The row-gatherable tensor form of one in-memory registered field (CPU)."""
+    if sp.issparse(data):
+        return _CSRRows(data)
+    if isinstance(data, pd.DataFrame):
+        return _DenseRows(data.to_numpy(dtype=np.float32))
+    return _DenseRows(data)
+
+
 class _MinibatchIterable:
     """One pass = a list of index blocks; each yields ``{key: tensor}`` on the data's device."""
 
@@ -172,30 +192,19 @@ class _MinibatchIterable:
             yield self.module.gather(order[start:start + bs])
 
 
-class FastDataModule(pl.LightningDataModule):
-    """Lightning data module: in-memory tensors, batches gathered on the training device.
+class SplitDataModule(pl.LightningDataModule):
+    """What the in-memory and the backed data modules share: scvi-tools' split, the seed
+    of the per-epoch shuffles, and the training device / DDP rank.
 
-    Parameters
-    ----------
-    adata_manager
-        The model's :class:`~scvi.data.AnnDataManager` (all registered fields are served).
-    train_size, validation_size, shuffle_set_split
-        As :class:`~scvi.dataloaders.DataSplitter` (default 0.9 / rest, shuffled with
-        ``scvi.settings.seed``).
-    batch_size
-        Cells per minibatch (default 128).
-    device
-        Where tensors live when used outside a Lightning trainer; inside one, the
-        trainer's root device (per rank under DDP) is used.
+    The split is the one :class:`~scvi.dataloaders.DataSplitter` draws: sizes from
+    ``validate_data_split``, cells permuted with ``numpy.random.RandomState(scvi.settings.seed)``
+    (when ``shuffle_set_split``), validation cells first, then training, then test.
     """
 
     def __init__(self, adata_manager, train_size: float | None = None,
                  validation_size: float | None = None, batch_size: int = C.BATCH_SIZE,
                  shuffle_set_split: bool = True, device: str | torch.device = "cpu"):
         super().__init__()
-        reason = unsupported_reason(adata_manager)
-        if reason is not None:
-            raise ValueError(f"data_loader='fast' cannot serve this data: {reason}. Use data_loader='scvi'.")
         self.adata_manager = adata_manager
         self.n_obs = adata_manager.adata.n_obs
         self.train_size_is_none = not bool(train_size)
@@ -210,7 +219,6 @@ class FastDataModule(pl.LightningDataModule):
         # scvi.settings.seed), so runs repeat and DDP ranks agree.
         self.shuffle_seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
         self._default_device = torch.device(device)
-        self._fields = None
         self._split()
 
     # ------------------------------------------------------------------ split
@@ -240,20 +248,41 @@ class FastDataModule(pl.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         return int(trainer.global_rank) if trainer is not None else 0
 
+
+class FastDataModule(SplitDataModule):
+    """Lightning data module: in-memory tensors, batches gathered on the training device.
+
+    Parameters
+    ----------
+    adata_manager
+        The model's :class:`~scvi.data.AnnDataManager` (all registered fields are served).
+    train_size, validation_size, shuffle_set_split
+        As :class:`~scvi.dataloaders.DataSplitter` (default 0.9 / rest, shuffled with
+        ``scvi.settings.seed``).
+    batch_size
+        Cells per minibatch (default 128).
+    device
+        Where tensors live when used outside a Lightning trainer; inside one, the
+        trainer's root device (per rank under DDP) is used.
+    """
+
+    def __init__(self, adata_manager, train_size: float | None = None,
+                 validation_size: float | None = None, batch_size: int = C.BATCH_SIZE,
+                 shuffle_set_split: bool = True, device: str | torch.device = "cpu"):
+        reason = unsupported_reason(adata_manager)
+        if reason is not None:
+            other = "'backed' or 'scvi'" if getattr(adata_manager.adata, "isbacked", False) else "'scvi'"
+            raise ValueError(f"data_loader='fast' cannot serve this data: {reason}. Use data_loader={other}.")
+        super().__init__(adata_manager, train_size=train_size, validation_size=validation_size,
+                         batch_size=batch_size, shuffle_set_split=shuffle_set_split, device=device)
+        self._fields = None
+
     def _load(self) -> None:
         device = self.device
         if self._fields is not None and self._fields_device == device:
             return
-        fields = {}
-        for key, data in _registry_fields(self.adata_manager).items():
-            if isinstance(data, str):
-                continue
-            if sp.issparse(data):
-                fields[key] = _CSRRows(data).to(device)
-            elif isinstance(data, pd.DataFrame):
-                fields[key] = _DenseRows(data.to_numpy(dtype=np.float32)).to(device)
-            else:
-                fields[key] = _DenseRows(data).to(device)
+        fields = {key: in_memory_field(data).to(device)
+                  for key, data in _registry_fields(self.adata_manager).items() if not isinstance(data, str)}
         self._fields, self._fields_device = fields, device
 
     def setup(self, stage: str | None = None) -> None:

@@ -1,7 +1,7 @@
 """Checks of user input, each failing with a message that names the problem and the fix.
 
 Nothing here modifies or densifies the user's data: sparse matrices are read through
-their stored values only.
+their stored values only, and on-disk (backed) matrices in blocks of rows.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import pandas as pd
 from scipy import sparse
 
 from regularizedvi import _constants as C
+from regularizedvi.data._backed import check_backed_layout, is_backed_matrix, n_stored_values, row_blocks
 
 
 def _stored_values(matrix) -> np.ndarray:
@@ -26,45 +27,68 @@ def _stored_values(matrix) -> np.ndarray:
 def check_counts(matrix, where: str = "adata.X", check_empty: bool = True) -> None:
     """Raise ``ValueError`` unless ``matrix`` holds raw counts.
 
-    Checks: finite, non-negative, whole numbers; with ``check_empty`` also no cell and no
-    feature with zero total. Backed (on-disk) matrices are checked on their first rows.
+    Checks: finite, non-negative, whole numbers (on every stored value, or on a seeded
+    sample of ``C.COUNT_CHECK_MAX_VALUES`` of them when there are more); with
+    ``check_empty`` also no cell and no feature with zero total (exact totals), and no
+    non-finite total. A backed (on-disk) matrix is read in blocks of
+    ``C.BACKED_BLOCK_ROWS`` consecutive rows, never whole, with the same checks and
+    messages as in memory (the sample is spread over the blocks in proportion to their
+    stored values); an on-disk CSC matrix is refused (rewrite it as CSR).
     """
     if matrix is None:
         raise ValueError(f"{where} is empty (None): pass the layer that holds raw counts.")
     if getattr(matrix, "shape", (0, 0))[0] == 0 or matrix.shape[1] == 0:
         raise ValueError(f"{where} has shape {matrix.shape}: it needs at least one cell and one feature.")
-    values = _stored_values(matrix)
-    if values.size > C.COUNT_CHECK_MAX_VALUES:
-        rng = np.random.default_rng(0)
-        values = values[rng.integers(0, values.size, C.COUNT_CHECK_MAX_VALUES)]
-    if values.size and not np.all(np.isfinite(values)):
+    if is_backed_matrix(matrix):
+        check_backed_layout(matrix, where)
+    n_values = n_stored_values(matrix)
+    sample_fraction = min(1.0, C.COUNT_CHECK_MAX_VALUES / max(n_values, 1))
+    rng = np.random.default_rng(0)
+    non_finite = False
+    minimum = None
+    non_integer = None
+    cell_totals, feature_totals = [], np.zeros(matrix.shape[1], dtype=np.float64)
+    for _, _, block in row_blocks(matrix):
+        values = _stored_values(block)
+        if sample_fraction < 1.0:  # in memory (one block) the same draw as a whole-matrix sample
+            values = values[rng.integers(0, values.size, round(values.size * sample_fraction))]
+        if values.size:
+            non_finite |= not np.all(np.isfinite(values))
+            minimum = values.min() if minimum is None else min(minimum, values.min())
+            if non_integer is None and not np.all(values == np.round(values)):
+                non_integer = values[values != np.round(values)][0]
+        if check_empty:
+            cell_totals.append(np.asarray(block.sum(axis=1)).ravel())
+            feature_totals += np.asarray(block.sum(axis=0), dtype=np.float64).ravel()
+    if check_empty:
+        cell_totals = np.concatenate(cell_totals)
+        # a value left out of the sample still shows in the exact totals
+        non_finite |= not (np.all(np.isfinite(cell_totals)) and np.all(np.isfinite(feature_totals)))
+    if non_finite:
         raise ValueError(
             f"{where} contains NaN or infinite values. Counts must be finite: "
             "fix or remove the affected cells/features before setup."
         )
-    if values.size and values.min() < 0:
+    if minimum is not None and minimum < 0:
         raise ValueError(
-            f"{where} contains negative values (min {values.min():g}); this looks like scaled or "
+            f"{where} contains negative values (min {minimum:g}); this looks like scaled or "
             "centred data. Pass raw UMI counts, e.g. `layer='counts'`."
         )
-    if values.size and not np.all(values == np.round(values)):
-        example = values[values != np.round(values)][0]
+    if non_integer is not None:
         raise ValueError(
-            f"{where} contains non-integer values (e.g. {example:g}); it looks normalized or "
+            f"{where} contains non-integer values (e.g. {non_integer:g}); it looks normalized or "
             "log-transformed. regularizedvi models raw counts: pass the layer with raw counts, "
             "e.g. `layer='counts'` (keep a copy with `adata.layers['counts'] = adata.X.copy()` "
             "before normalizing)."
         )
     if not check_empty:
         return
-    cell_totals = np.asarray(matrix.sum(axis=1)).ravel()
     if (cell_totals == 0).any():
         n = int((cell_totals == 0).sum())
         raise ValueError(
             f"{n} cell(s) have zero total counts in {where}; a cell without counts has no "
             "library size. Remove them first, e.g. `sc.pp.filter_cells(adata, min_counts=1)`."
         )
-    feature_totals = np.asarray(matrix.sum(axis=0)).ravel()
     if (feature_totals == 0).any():
         n = int((feature_totals == 0).sum())
         raise ValueError(

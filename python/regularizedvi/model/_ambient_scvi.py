@@ -17,7 +17,7 @@ from regularizedvi.data import check_counts, check_covariates, resolve_covariate
 from regularizedvi.model._outputs import ExpressionOutputsMixin
 from regularizedvi.model._save_load import SafeSaveLoadMixin
 from regularizedvi.model._training import RegularizedTrainingMixin
-from regularizedvi.model._utils import group_log_library_stats, group_mean_profiles, n_cats_per_key
+from regularizedvi.model._utils import count_statistics, n_cats_per_key
 from regularizedvi.module import RegularizedVAE
 
 logger = logging.getLogger(__name__)
@@ -86,12 +86,14 @@ class AmbientRegularizedSCVI(
             "dropout_rate": dropout_rate, "regularise_background": regularise_background,
         }
         manager = self.adata_manager
-        counts = manager.get_from_registry(K.X)
+        counts = manager.get_from_registry(K.X)  # on disk for a backed AnnData: read in row blocks
         library_codes = np.asarray(manager.get_from_registry(K.LIBRARY)).ravel()
         n_library_groups = len(manager.get_state_registry(K.LIBRARY).categorical_mapping)
-        log_means, log_vars = group_log_library_stats(counts, library_codes, n_library_groups)
-        feature_totals = np.asarray(counts.sum(axis=0), dtype=np.float64).ravel()
-        mean_profile = torch.as_tensor(feature_totals / max(feature_totals.sum(), 1.0), dtype=torch.float32)
+        ambient_cats = n_cats_per_key(manager, K.AMBIENT)
+        ambient_codes = manager.get_from_registry(K.AMBIENT) if ambient_cats else np.zeros((adata.n_obs, 0))
+        log_means, log_vars, mean_profile, profiles = count_statistics(
+            counts, library_codes, n_library_groups, np.asarray(ambient_codes), ambient_cats)
+        mean_profile = torch.as_tensor(mean_profile, dtype=torch.float32)
         continuous = manager.get_state_registry(K.CONTINUOUS).get("columns", []) \
             if K.CONTINUOUS in manager.data_registry else []
 
@@ -112,9 +114,6 @@ class AmbientRegularizedSCVI(
             n_dispersion_groups=len(manager.get_state_registry(K.DISPERSION).categorical_mapping),
             regularise_background=regularise_background,
         )
-        ambient_cats = n_cats_per_key(manager, K.AMBIENT)
-        ambient_codes = manager.get_from_registry(K.AMBIENT) if ambient_cats else np.zeros((adata.n_obs, 0))
-        profiles = group_mean_profiles(counts, np.asarray(ambient_codes), ambient_cats)
         self.module.observation.init_background(torch.as_tensor(profiles, dtype=torch.float32))
         self._model_summary_string = (
             f"AmbientRegularizedSCVI: n_hidden {n_hidden}, n_latent {n_latent}, n_layers {n_layers}, "
@@ -122,6 +121,19 @@ class AmbientRegularizedSCVI(
             f"dispersion groups {len(manager.get_state_registry(K.DISPERSION).categorical_mapping)}"
         )
         self.init_params_ = self._get_init_params(locals())
+
+    def _make_data_loader(self, adata, indices=None, batch_size=None, shuffle=False, data_loader_class=None,
+                          **data_loader_kwargs):
+        """scvi-tools' minibatch loader for outputs; for a backed AnnData, one that keeps the
+        requested cell order (scvi-tools' sorts each minibatch of a backed AnnData)."""
+        if getattr(adata, "isbacked", False) and data_loader_class is None \
+                and set(data_loader_kwargs) <= {"data_and_attributes"}:
+            from regularizedvi.data._backed import BackedInferenceLoader
+
+            return BackedInferenceLoader(self.get_anndata_manager(adata, required=True), indices=indices,
+                                         batch_size=batch_size, shuffle=shuffle, **data_loader_kwargs)
+        return super()._make_data_loader(adata, indices=indices, batch_size=batch_size, shuffle=shuffle,
+                                         data_loader_class=data_loader_class, **data_loader_kwargs)
 
     @classmethod
     def setup_anndata(

@@ -65,10 +65,19 @@ class SafeSaveLoadMixin:
     """``save``/``load``/``load_query_data`` without pickle."""
 
     def save(self, dir_path: str | os.PathLike, overwrite: bool = False, save_anndata: bool = False) -> None:
-        """Write the model to ``dir_path`` (``model.json`` + ``weights.pt``; optional AnnData)."""
+        """Write the model to ``dir_path`` (``model.json`` + ``weights.pt``; optional AnnData).
+
+        ``save_anndata=True`` is refused for a backed AnnData (its data are in its file already).
+        """
         path = Path(dir_path)
         if path.exists() and any(path.iterdir()) and not overwrite:
             raise FileExistsError(f"'{path}' exists and is not empty; pass overwrite=True to replace it.")
+        if save_anndata and getattr(self.adata, "isbacked", False):
+            raise ValueError(
+                f"save_anndata=True would copy a backed (on-disk) AnnData, whose data already live in "
+                f"'{self.adata.filename}'. Save the model without it (save_anndata=False) and load it with "
+                "load(dir_path, adata=anndata.read_h5ad(path, backed='r'))."
+            )
         path.mkdir(parents=True, exist_ok=True)
         from regularizedvi import __version__
 

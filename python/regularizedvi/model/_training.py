@@ -12,7 +12,7 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 from regularizedvi import _constants as C
 
 logger = logging.getLogger(__name__)
-DATA_LOADERS = ("auto", "fast", "scvi")
+DATA_LOADERS = ("auto", "fast", "backed", "scvi")
 
 
 class RegularizedTrainingPlan(TrainingPlan):
@@ -140,11 +140,17 @@ class RegularizedTrainingMixin:
             ``"fast"``: counts held once in memory as CSR tensors (on the GPU when training
             on one), minibatches gathered and densified there
             (``regularizedvi.data._fast_loader.FastDataModule``); ``"scvi"``: scvi-tools'
-            AnnData loader; ``"auto"`` (default): fast when the data fit (in memory, or in
-            half of the GPU's free memory) and no loader-specific argument
-            (``datasplitter_kwargs``, ``load_sparse_tensor``, ``datamodule``) is given.
-            The split (sizes, seeded permutation) is the same either way; the path taken
-            is logged and kept in ``model.data_loader_used``.
+            AnnData loader; ``"backed"``: for an AnnData opened with
+            ``anndata.read_h5ad(path, backed="r")`` (data larger than memory), the counts
+            are streamed from the file in blocks of consecutive rows: one sequential read
+            of the matrix per epoch (another when validation runs, e.g. with early
+            stopping), cells shuffled within groups of blocks rather than over the whole
+            data (``regularizedvi.data._backed.BackedDataModule``); ``"auto"``
+            (default): backed for a backed AnnData, otherwise fast when the data fit (in
+            memory, or in half of the GPU's free memory); scvi-tools' loader whenever a
+            loader-specific argument (``datasplitter_kwargs``, ``load_sparse_tensor``,
+            ``datamodule``) is given. The split (sizes, seeded permutation) is the same
+            every way; the path taken is logged and kept in ``model.data_loader_used``.
         **kwargs
             Other arguments of :meth:`scvi.model.base.UnsupervisedTrainingMixin.train`
             and of the Lightning trainer.
@@ -166,14 +172,16 @@ class RegularizedTrainingMixin:
             max_epochs = min(round(20000 / max(self.adata.n_obs, 1) * 400), C.MAX_EPOCHS_CAP)
         choice = self._choose_data_loader(data_loader, accelerator, devices, kwargs)
         self.data_loader_used = choice
-        if choice == "fast":
+        if choice in ("fast", "backed"):
             from scvi import settings
             from scvi.model._utils import parse_device_args
 
+            from regularizedvi.data._backed import BackedDataModule
             from regularizedvi.data._fast_loader import FastDataModule
 
             _, _, device = parse_device_args(accelerator=accelerator, devices=devices, return_device="torch")
-            datamodule = FastDataModule(
+            module_cls = FastDataModule if choice == "fast" else BackedDataModule
+            datamodule = module_cls(
                 self.adata_manager, train_size=train_size, validation_size=validation_size,
                 batch_size=batch_size or settings.batch_size,
                 shuffle_set_split=kwargs.pop("shuffle_set_split", True), device=device,
@@ -195,21 +203,23 @@ class RegularizedTrainingMixin:
         )
 
     def _choose_data_loader(self, data_loader: str, accelerator, devices, kwargs: dict) -> str:
-        """``"fast"``, ``"scvi"`` or ``"custom"`` (a user datamodule); logs the choice."""
+        """``"fast"``, ``"backed"``, ``"scvi"`` or ``"custom"`` (a user datamodule); logs the choice."""
         if data_loader not in DATA_LOADERS:
             raise ValueError(f"data_loader must be one of {DATA_LOADERS}, not {data_loader!r}")
         if kwargs.get("datamodule") is not None:
-            if data_loader == "fast":
-                raise ValueError("data_loader='fast' and datamodule= cannot be combined.")
+            if data_loader in ("fast", "backed"):
+                raise ValueError(f"data_loader={data_loader!r} and datamodule= cannot be combined.")
             logger.info("Training data loader: the datamodule passed in.")
             return "custom"
         if data_loader == "scvi":
             logger.info("Training data loader: scvi-tools' AnnDataLoader (data_loader='scvi').")
             return "scvi"
+        loader_kwargs = [k for k in ("datasplitter_kwargs", "load_sparse_tensor") if kwargs.get(k)]
+        if getattr(self.adata, "isbacked", False) or data_loader == "backed":
+            return self._choose_backed(data_loader, loader_kwargs)
         from regularizedvi.data._fast_loader import in_memory_bytes, unsupported_reason
 
         reason = unsupported_reason(self.adata_manager)
-        loader_kwargs = [k for k in ("datasplitter_kwargs", "load_sparse_tensor") if kwargs.get(k)]
         if reason is None and loader_kwargs:
             reason = f"{', '.join(loader_kwargs)} given (options of scvi-tools' loader)"
         if reason is None and data_loader == "auto":
@@ -222,6 +232,30 @@ class RegularizedTrainingMixin:
         logger.info("Training data loader: in-memory fast path (%.1f MiB of tensors).",
                     in_memory_bytes(self.adata_manager) / 2**20)
         return "fast"
+
+    def _choose_backed(self, data_loader: str, loader_kwargs: list[str]) -> str:
+        """The choice for a backed AnnData (or an explicit ``data_loader="backed"``)."""
+        from regularizedvi.data._fast_loader import unsupported_reason
+
+        if not getattr(self.adata, "isbacked", False):
+            raise ValueError(
+                "data_loader='backed' streams an AnnData opened from disk with "
+                "anndata.read_h5ad(path, backed='r'); this AnnData is in memory: use "
+                "data_loader='auto' or 'fast'."
+            )
+        if data_loader == "fast":
+            raise ValueError("data_loader='fast' cannot be used: the AnnData is backed (on disk). "
+                             "Use data_loader='backed' (or 'auto') or 'scvi'.")
+        reason = unsupported_reason(self.adata_manager, allow_backed=True)
+        if reason is None and loader_kwargs:
+            reason = f"{', '.join(loader_kwargs)} given (options of scvi-tools' loader)"
+        if reason is not None:
+            if data_loader == "backed":
+                raise ValueError(f"data_loader='backed' cannot be used: {reason}.")
+            logger.info("Training data loader: scvi-tools' AnnDataLoader (%s).", reason)
+            return "scvi"
+        logger.info("Training data loader: backed AnnData streamed from disk in row blocks.")
+        return "backed"
 
     @staticmethod
     def _fast_loader_does_not_fit(n_bytes: int, accelerator, devices) -> str | None:
