@@ -72,6 +72,8 @@ elif v == "noamb":
     rv.AmbientRegularizedSCVI.setup_anndata(ad, library_size_key="sample_id", nn_conditioning_covariate_keys=["sample_id"])
 elif v in ("normin", "lib1", "normin_lib1", "offset0", "nonoise") or v.startswith("lvinit"):
     rv.AmbientRegularizedSCVI.setup_anndata(ad, batch_key="sample_id", nn_conditioning_covariate_keys=["sample_id"])
+elif v == "enc":
+    rv.AmbientRegularizedSCVI.setup_anndata(ad, batch_key="sample_id", nn_conditioning_covariate_keys=["sample_id"], encoder_covariate_keys=["sample_id"])
 elif v == "lr1":
     rv.AmbientRegularizedSCVI.setup_anndata(ad, batch_key="sample_id", nn_conditioning_covariate_keys=["sample_id"])
 if v == "scvi":
