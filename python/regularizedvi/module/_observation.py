@@ -48,6 +48,23 @@ def negative_binomial_log_prob(x: torch.Tensor, mu: torch.Tensor, theta: torch.T
     )
 
 
+def negative_binomial_cell_sums(x: torch.Tensor, mu: torch.Tensor, dispersion: "CellDispersion",
+                                eps: float = 1e-8) -> torch.Tensor:
+    """``negative_binomial_log_prob(...).sum(-1)``, with the x-dependent terms on nonzeros only.
+
+    ``log NB = theta (log theta - log(theta + mu))`` (every entry) ``+ [x (log mu - log(theta
+    + mu)) + lgamma(x + theta) - lgamma(theta) - lgamma(x + 1)]`` (zero where ``x = 0``).
+    """
+    theta = dispersion.theta
+    log_theta_mu = torch.log(theta + mu + eps)
+    dense = (theta * (dispersion.log_theta - log_theta_mu)).sum(-1)
+    rows, cols = torch.nonzero(x, as_tuple=True)
+    xv, th, mv = x[rows, cols], theta[rows, cols], mu[rows, cols]
+    sparse = (xv * (torch.log(mv + eps) - log_theta_mu[rows, cols]) + torch.lgamma(xv + th)
+              - dispersion.lgamma_theta[rows, cols] - torch.lgamma(xv + 1))
+    return dense.index_add(0, rows, sparse)
+
+
 class CellDispersion(NamedTuple):
     """Per-cell inverse dispersion and its cell-independent terms, gathered from groups."""
 
@@ -181,11 +198,20 @@ class CountObservationModel(nn.Module):
         return self.dispersion(dispersion_codes, sample).theta
 
     def log_likelihood(self, x, mu, theta: torch.Tensor | CellDispersion) -> torch.Tensor:
-        """Per-cell log-likelihood (summed over features)."""
-        if isinstance(theta, CellDispersion):
-            return negative_binomial_log_prob(x, mu, theta.theta, log_theta=theta.log_theta,
-                                              lgamma_theta=theta.lgamma_theta).sum(-1)
-        return negative_binomial_log_prob(x, mu, theta).sum(-1)
+        """Per-cell log-likelihood (summed over features).
+
+        On the CPU the terms that vanish at ``x = 0`` (``lgamma(x + theta) - lgamma(theta)
+        - lgamma(x + 1) + x log(mu / (theta + mu))``) are evaluated on the nonzero counts
+        only (:func:`negative_binomial_cell_sums`): the same sum, with lgamma and its
+        backward on the stored values instead of every cell x feature. On a GPU the dense
+        form is used (finding the nonzeros would read their number back to the host).
+        """
+        if not isinstance(theta, CellDispersion):
+            theta = CellDispersion(theta, torch.log(theta + 1e-8), torch.lgamma(theta))
+        if x.device.type == "cpu":
+            return negative_binomial_cell_sums(x, mu, theta)
+        return negative_binomial_log_prob(x, mu, theta.theta, log_theta=theta.log_theta,
+                                          lgamma_theta=theta.lgamma_theta).sum(-1)
 
     # ------------------------------------------------------------------ priors
     def library_prior(self, library_codes: torch.Tensor) -> Normal:
