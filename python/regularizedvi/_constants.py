@@ -64,6 +64,9 @@ FAST_LOADER_HOST_MEMORY_FRACTION = 0.5
 # and the "backed" training path, never whole. One block of a 30k-gene atlas at ~3000 stored
 # values per cell is ~25 MB (float32 values + int32 indices).
 BACKED_BLOCK_ROWS = 1024
+# Rows per block when initial statistics (per-category feature totals) are summed over an
+# in-memory matrix: scipy copies a float32 block to float64 for the product, never the whole.
+STATISTICS_BLOCK_ROWS = 16384
 # The "backed" training path visits the blocks in a seeded random order and shuffles cells
 # within groups of this many blocks (the rows held in memory at once: ~400 MB for the atlas
 # above): a minibatch mixes cells from up to this many places in the file, not from all of it.

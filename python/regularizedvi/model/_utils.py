@@ -46,20 +46,30 @@ def feature_sums(counts, codes: np.ndarray, n_cats_per_key: list[int]) -> tuple[
     """Per-feature totals of all rows, and of the rows of each one-hot column (float64).
 
     Returns ``(overall, per_category)``: ``(n_features,)`` and ``(sum(n_cats_per_key),
-    n_features)``. Sums over row blocks add up to the sums over the whole matrix.
+    n_features)``. Sums over row blocks add up to the sums over the whole matrix. The
+    per-category products run over ``C.STATISTICS_BLOCK_ROWS`` rows at a time: scipy
+    casts float32 counts to float64 for the product, so only a block is ever copied.
     """
+    from regularizedvi import _constants as C
+
     overall = np.asarray(counts.sum(axis=0), dtype=np.float64).ravel()
     n_rows = counts.shape[0]
     codes = _codes_2d(codes)
-    per_key = []
-    for key_index, n_cats in enumerate(n_cats_per_key):
-        # indicator (categories x rows) @ counts: every category's totals in one product
-        indicator = sp.csr_matrix(
-            (np.ones(n_rows), (codes[:, key_index].astype(np.int64), np.arange(n_rows))), shape=(n_cats, n_rows)
-        )
-        sums = indicator @ counts
-        per_key.append(sums.toarray() if sp.issparse(sums) else np.asarray(sums, dtype=np.float64))
-    per_category = np.concatenate(per_key) if per_key else np.zeros((0, overall.size))
+    per_category = np.zeros((sum(n_cats_per_key), overall.size))
+    step = C.STATISTICS_BLOCK_ROWS
+    for start in range(0, n_rows, step):
+        stop = min(start + step, n_rows)
+        block = counts[start:stop]
+        offset = 0
+        for key_index, n_cats in enumerate(n_cats_per_key):
+            # indicator (categories x rows) @ counts: every category's totals in one product
+            indicator = sp.csr_matrix(
+                (np.ones(stop - start), (codes[start:stop, key_index].astype(np.int64), np.arange(stop - start))),
+                shape=(n_cats, stop - start),
+            )
+            sums = indicator @ block
+            per_category[offset:offset + n_cats] += sums.toarray() if sp.issparse(sums) else np.asarray(sums)
+            offset += n_cats
     return overall, per_category
 
 
