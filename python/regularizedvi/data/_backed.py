@@ -321,6 +321,8 @@ class BackedDataModule(SplitDataModule):
         Blocks shuffled together (default ``None``: ``C.BACKED_SHUFFLE_BLOCKS``, 16).
     """
 
+    _iterable = _BlockStream
+
     def __init__(self, adata_manager, train_size: float | None = None,
                  validation_size: float | None = None, batch_size: int = C.BATCH_SIZE,
                  shuffle_set_split: bool = True, device: str | torch.device = "cpu",
@@ -345,20 +347,6 @@ class BackedDataModule(SplitDataModule):
     def gather(self, idx) -> dict[str, torch.Tensor]:
         """The minibatch of cells ``idx`` (any rows, in that order) on the device; for checks."""
         return self.fields.gather(idx, self.device)
-
-    # ------------------------------------------------------------------ loaders
-    def train_dataloader(self):
-        return _BlockStream(self, self.train_idx, shuffle=True)
-
-    def val_dataloader(self):
-        if len(self.val_idx) > 0:
-            return _BlockStream(self, self.val_idx, shuffle=False)
-        return None
-
-    def test_dataloader(self):
-        if len(self.test_idx) > 0:
-            return _BlockStream(self, self.test_idx, shuffle=False)
-        return None
 
     def teardown(self, stage: str | None = None) -> None:
         self.fields.release()

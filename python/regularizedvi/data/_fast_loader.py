@@ -221,6 +221,20 @@ class SplitDataModule(pl.LightningDataModule):
         self._default_device = torch.device(device)
         self._split()
 
+    # ------------------------------------------------------------------ loaders
+    # Subclasses set ``_iterable``: the class whose ``(module, cells, shuffle)`` instance is
+    # one pass of minibatches over ``cells``.
+    _iterable = None
+
+    def train_dataloader(self):
+        return self._iterable(self, self.train_idx, shuffle=True)
+
+    def val_dataloader(self):
+        return self._iterable(self, self.val_idx, shuffle=False) if len(self.val_idx) > 0 else None
+
+    def test_dataloader(self):
+        return self._iterable(self, self.test_idx, shuffle=False) if len(self.test_idx) > 0 else None
+
     # ------------------------------------------------------------------ split
     def _split(self) -> None:
         indices = np.arange(self.n_obs)
@@ -266,6 +280,8 @@ class FastDataModule(SplitDataModule):
         trainer's root device (per rank under DDP) is used.
     """
 
+    _iterable = _MinibatchIterable
+
     def __init__(self, adata_manager, train_size: float | None = None,
                  validation_size: float | None = None, batch_size: int = C.BATCH_SIZE,
                  shuffle_set_split: bool = True, device: str | torch.device = "cpu"):
@@ -295,20 +311,6 @@ class FastDataModule(SplitDataModule):
             idx = torch.as_tensor(np.asarray(idx, dtype=np.int64))
         idx = idx.to(self._fields_device)
         return {key: field.dense(idx) for key, field in self._fields.items()}
-
-    # ------------------------------------------------------------------ loaders
-    def train_dataloader(self):
-        return _MinibatchIterable(self, self.train_idx, shuffle=True)
-
-    def val_dataloader(self):
-        if len(self.val_idx) > 0:
-            return _MinibatchIterable(self, self.val_idx, shuffle=False)
-        return None
-
-    def test_dataloader(self):
-        if len(self.test_idx) > 0:
-            return _MinibatchIterable(self, self.test_idx, shuffle=False)
-        return None
 
     def teardown(self, stage: str | None = None) -> None:
         self._fields = None  # release device memory after training
