@@ -210,7 +210,8 @@ def part_heldout(args) -> dict:
     print(f"\n[heldout] pbmc_3chem ({adata.n_obs} cells x {adata.n_vars} HVGs, {len(split[1])} held out)")
     for name, v in heldout.items():
         print(f"  {name:18s} {v['mean']:.3f}")
-    print(f"  ratio regularizedvi / scVI: {heldout['regularizedvi']['mean'] / heldout['scVI']['mean']:.4f}")
+    if "scVI" in heldout and "regularizedvi" in heldout:
+        print(f"  ratio regularizedvi / scVI: {heldout['regularizedvi']['mean'] / heldout['scVI']['mean']:.4f}")
     return {"dataset": "pbmc_3chem.h5ad", "hvg": "scanpy seurat_v3, 2000, on counts",
             "batch_key": batch_key, "heldout_nll": heldout, "train_seconds": train_s,
             "n_cells": adata.n_obs, "n_genes": adata.n_vars, "n_heldout": len(split[1])}
