@@ -55,6 +55,24 @@ if v.startswith("lvinit"):
         if v.endswith("w0"):
             torch.nn.init.zeros_(self.log_var.weight)
     LibraryEncoder.__init__ = init2
+if v in ("outcov", "outcov_enc"):
+    # covariates also feed the decoder's output layer (a per-gene, per-category offset
+    # before the softplus), not only its LayerNormed hidden layer
+    from regularizedvi.nn import _decoders as D
+    orig_dinit = D.SoftplusDecoder.__init__
+    def dinit(self, n_input, n_output, n_covariates=0, *a, **k):
+        orig_dinit(self, n_input, n_output, n_covariates, *a, **k)
+        self.n_cov_out = n_covariates
+        if n_covariates:
+            self.out_cov = torch.nn.Linear(n_covariates, n_output, bias=False)
+            torch.nn.init.zeros_(self.out_cov.weight)
+    def dfwd(self, z, covariates=None):
+        pre = self.out(self.body(z, covariates))
+        if self.n_cov_out:
+            pre = pre + self.out_cov(covariates)
+        return torch.nn.functional.softplus(pre)
+    D.SoftplusDecoder.__init__ = dinit
+    D.SoftplusDecoder.forward = dfwd
 if v in ("lib1", "normin_lib1"):
     from regularizedvi import _constants as CC
     CC.LIBRARY_PRIOR_VARIANCE_SCALE = 1.0
@@ -72,7 +90,9 @@ elif v == "noamb":
     rv.AmbientRegularizedSCVI.setup_anndata(ad, library_size_key="sample_id", nn_conditioning_covariate_keys=["sample_id"])
 elif v in ("normin", "lib1", "normin_lib1", "offset0", "nonoise") or v.startswith("lvinit"):
     rv.AmbientRegularizedSCVI.setup_anndata(ad, batch_key="sample_id", nn_conditioning_covariate_keys=["sample_id"])
-elif v == "enc":
+elif v == "outcov":
+    rv.AmbientRegularizedSCVI.setup_anndata(ad, batch_key="sample_id", nn_conditioning_covariate_keys=["sample_id"])
+elif v in ("enc", "outcov_enc"):
     rv.AmbientRegularizedSCVI.setup_anndata(ad, batch_key="sample_id", nn_conditioning_covariate_keys=["sample_id"], encoder_covariate_keys=["sample_id"])
 elif v == "lr1":
     rv.AmbientRegularizedSCVI.setup_anndata(ad, batch_key="sample_id", nn_conditioning_covariate_keys=["sample_id"])
