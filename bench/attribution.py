@@ -4,7 +4,8 @@ Each configuration runs in its own subprocess: simulate a multiome MuData (RNA 2
 ATAC 5000 peaks), build the model (n_latent per modality = L, so 2L joint dimensions),
 train 1 epoch (attribution cost does not depend on training), then time
 get_modality_attribution(method="jvp") and report the growth of peak RSS during the call
-(VmHWM after minus RSS before). One torch thread.
+(VmHWM, reset just before the call through /proc/self/clear_refs, minus RSS before). One
+torch thread.
 
 Usage: .venv/bin/python bench/attribution.py [--cells 1000 4000 16000] [--latent 5 16 64]
 """
@@ -39,6 +40,7 @@ def worker(n_cells: int, n_latent: int, n_genes: int, n_peaks: int) -> dict:
                                             batch_key="batch")
     model = rv.RegularizedMultimodalVI(mdata, n_latent={"rna": n_latent, "atac": n_latent})
     model.train(max_epochs=1, enable_progress_bar=False)
+    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM: the peak of the call alone
     before = current_rss_mib()
     start = time.perf_counter()
     attribution = model.get_modality_attribution(method="jvp")

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import environment, quiet, set_threads, write_json  # noqa: E402
+from _common import RESULTS_DIR, environment, quiet, set_threads, write_json  # noqa: E402
 from speed import CONFIGS, simulated_path  # noqa: E402
 
 
@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--config", default="128/10/b128", choices=list(CONFIGS))
     parser.add_argument("--cells", type=int, default=20000)
     parser.add_argument("--genes", type=int, default=2000)
+    parser.add_argument("--tile", type=int, default=1, help="stack this many copies of the block")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--steps", type=int, default=24, help="steps per burst")
     parser.add_argument("--skip", type=int, default=2, help="untimed first steps of a burst")
@@ -47,6 +48,14 @@ def main() -> None:
     n_hidden, n_latent, batch = CONFIGS[args.config]
     with open(simulated_path(args.cells, args.genes), "rb") as fh:
         adata = pickle.load(fh)
+    if args.tile > 1:
+        import anndata as ad
+        import pandas as pd
+        import scipy.sparse as sp
+
+        adata = ad.AnnData(sp.vstack([adata.X] * args.tile, format="csr"),
+                           obs=pd.concat([adata.obs] * args.tile, ignore_index=True), var=adata.var)
+        adata.obs_names = [f"c{i}" for i in range(adata.n_obs)]
     scvi.settings.seed = 0
     a1, a2 = adata.copy(), adata.copy()
     scvi.model.SCVI.setup_anndata(a1, batch_key="batch")
@@ -77,11 +86,30 @@ def main() -> None:
         rows.append({"round": r, **speeds, "ratio": speeds["regularizedvi-fast"] / speeds["scVI"]})
         print(f"round {r}: scVI {speeds['scVI']:7.0f} cells/s  regularizedvi-fast "
               f"{speeds['regularizedvi-fast']:7.0f} cells/s  ratio {rows[-1]['ratio']:.3f}", flush=True)
-    summary = {"config": args.config, "data": f"{args.cells}x{args.genes}",
+    summary = {"config": args.config, "data": f"{args.cells * args.tile}x{args.genes}",
                "median_ratio": statistics.median(r["ratio"] for r in rows),
                "median_cells_per_s": {m: statistics.median(r[m] for r in rows) for m in models}}
     print(json.dumps(summary))
-    write_json(f"speed_paired_{args.config.replace('/', '-')}{args.tag}.json",
+    name = f"speed_paired_{args.config.replace('/', '-')}{args.tag}"
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        for model in models:
+            ax.plot([r["round"] for r in rows], [r[model] for r in rows], "o-", label=model)
+        ax.set_xlabel("round (bursts alternate within a round)")
+        ax.set_ylabel("cells / s")
+        ax.set_ylim(bottom=0)
+        ax.set_title(f"{summary['data']}, {args.config}: median ratio {summary['median_ratio']:.2f}x")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(RESULTS_DIR / f"{name}.png", dpi=120)
+    except ImportError:
+        print("matplotlib not installed: no plot")
+    write_json(f"{name}.json",
                {"summary": summary, "rounds": rows, "settings": vars(args), "environment": environment()})
 
 
