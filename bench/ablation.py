@@ -73,6 +73,10 @@ if v in ("outcov", "outcov_enc"):
         return torch.nn.functional.softplus(pre)
     D.SoftplusDecoder.__init__ = dinit
     D.SoftplusDecoder.forward = dfwd
+if v == "nodispsample":
+    from regularizedvi.module import _observation as O
+    orig_disp = O.CountObservationModel.dispersion
+    O.CountObservationModel.dispersion = lambda self, codes, sample: orig_disp(self, codes, False)
 if v in ("lib1", "normin_lib1"):
     from regularizedvi import _constants as CC
     CC.LIBRARY_PRIOR_VARIANCE_SCALE = 1.0
@@ -89,6 +93,8 @@ elif v == "obslib":
 elif v == "noamb":
     rv.AmbientRegularizedSCVI.setup_anndata(ad, library_size_key="sample_id", nn_conditioning_covariate_keys=["sample_id"])
 elif v in ("normin", "lib1", "normin_lib1", "offset0", "nonoise") or v.startswith("lvinit"):
+    rv.AmbientRegularizedSCVI.setup_anndata(ad, batch_key="sample_id", nn_conditioning_covariate_keys=["sample_id"])
+elif v == "nodispsample":
     rv.AmbientRegularizedSCVI.setup_anndata(ad, batch_key="sample_id", nn_conditioning_covariate_keys=["sample_id"])
 elif v == "outcov":
     rv.AmbientRegularizedSCVI.setup_anndata(ad, batch_key="sample_id", nn_conditioning_covariate_keys=["sample_id"])
