@@ -51,6 +51,8 @@ MAX_EPOCHS_CAP = 400  # scvi-tools' heuristic: min(round(20000 / n_cells * 400),
 BATCH_SIZE = 128
 LEARNING_RATE = 1e-3
 WEIGHT_DECAY = 1e-6
+# Adam / AdamW use torch's fused kernel where the device has one (same update rule).
+FUSED_OPTIMIZER = True
 N_EPOCHS_KL_WARMUP = 400
 # Training data path: "auto" (in-memory fast path when the data fit, "backed" for an on-disk
 # AnnData), "fast", "backed" or "scvi".

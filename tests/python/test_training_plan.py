@@ -75,3 +75,18 @@ def test_training_step_builds_no_validating_distribution(monkeypatch):
     loss.loss.backward()
     assert created, "the step builds its posteriors as distributions"
     assert all(v is False for _, v in created), created
+
+
+def test_optimizer_is_fused_adam_with_a_larger_step_for_global_parameters():
+    adata = rv.simulate_counts(n_cells=200, n_genes=100, n_batches=2, markers_per_type=5, seed=5)
+    rv.AmbientRegularizedSCVI.setup_anndata(adata, batch_key="batch")
+    seed_everything(0)
+    model = rv.AmbientRegularizedSCVI(adata, n_hidden=16, n_latent=4)
+    model.train(max_epochs=1, batch_size=64, enable_progress_bar=False)
+    optimizer = model.trainer.optimizers[0]
+    assert type(optimizer).__name__ == "Adam" and optimizer.defaults["fused"] is True
+    network, global_group = optimizer.param_groups
+    assert network["lr"] == 1e-3 and global_group["lr"] == 1e-2
+    names = {id(p): n for n, p in model.module.named_parameters()}
+    assert all("observation" in names[id(p)] for p in global_group["params"])
+    assert not any("observation" in names[id(p)] for p in network["params"])
