@@ -1,8 +1,14 @@
 """Ablation of integration on kang: which component keeps the sample effect in the latent.
 
-Usage: .venv/bin/python bench/ablation.py VARIANT   (base, onedisp, noamb, lr1, obslib, scvi)
+Usage: .venv/bin/python bench/ablation.py VARIANT
 Prints kNN cell-type purity, sample-mixing entropy and label silhouette (150 epochs, seed 0).
-"obslib" bypasses the library encoder (library fixed at the observed total) for comparison.
+Variants (batch_key=sample_id + nn_conditioning unless said): base, scvi (scvi-tools SCVI),
+onedisp (one dispersion group), noamb (no ambient key), lr1 (global step x1), enc (+ encoder
+covariates), obslib (library fixed at the observed total), nonoise (library posterior sd
+fixed at 1e-3), offset0 (library offset fixed at 0), lib1 (library prior variance 1.0x),
+normin / normin_lib1 (encoder input log1p(CP10k)), lvinit_<log var>[_w0] (library posterior
+start), nodispsample (dispersion posterior not sampled), outcov / outcov_enc (covariates in
+the decoder's output layer). Exploration script: variants monkeypatch the package.
 """
 import json
 import sys
