@@ -56,6 +56,21 @@ def simulated_path(n_cells: int, n_genes: int) -> Path:
     return path
 
 
+def tiled(adata, copies: int):
+    """``copies`` stacked copies of ``adata`` (CSR counts, obs repeated, new cell names):
+    larger data for throughput and memory runs, which do not need unique cells."""
+    if copies <= 1:
+        return adata
+    import anndata as ad
+    import pandas as pd
+    import scipy.sparse as sp
+
+    out = ad.AnnData(sp.vstack([adata.X] * copies, format="csr"),
+                     obs=pd.concat([adata.obs] * copies, ignore_index=True), var=adata.var)
+    out.obs_names = [f"c{i}" for i in range(out.n_obs)]
+    return out
+
+
 def worker(args) -> None:
     """One model, one training run; prints one JSON line."""
     import anndata as ad
@@ -71,14 +86,7 @@ def worker(args) -> None:
 
     with open(args.data, "rb") as fh:
         adata = pickle.load(fh)
-    if args.tile > 1:  # n copies of the simulated block (throughput does not need unique cells)
-        import pandas as pd
-        import scipy.sparse as sp
-
-        adata = ad.AnnData(sp.vstack([adata.X] * args.tile, format="csr"),
-                           obs=pd.concat([adata.obs] * args.tile, ignore_index=True),
-                           var=adata.var)
-        adata.obs_names = [f"c{i}" for i in range(adata.n_obs)]
+    adata = tiled(adata, args.tile)
     scvi.settings.seed = 0
     train_kwargs = {}
     if args.model == "scVI":

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS_DIR, environment, quiet, set_threads, write_json  # noqa: E402
-from speed import CONFIGS, simulated_path  # noqa: E402
+from speed import CONFIGS, simulated_path, tiled  # noqa: E402
 
 
 def main() -> None:
@@ -48,14 +48,7 @@ def main() -> None:
     n_hidden, n_latent, batch = CONFIGS[args.config]
     with open(simulated_path(args.cells, args.genes), "rb") as fh:
         adata = pickle.load(fh)
-    if args.tile > 1:
-        import anndata as ad
-        import pandas as pd
-        import scipy.sparse as sp
-
-        adata = ad.AnnData(sp.vstack([adata.X] * args.tile, format="csr"),
-                           obs=pd.concat([adata.obs] * args.tile, ignore_index=True), var=adata.var)
-        adata.obs_names = [f"c{i}" for i in range(adata.n_obs)]
+    adata = tiled(adata, args.tile)
     scvi.settings.seed = 0
     a1, a2 = adata.copy(), adata.copy()
     scvi.model.SCVI.setup_anndata(a1, batch_key="batch")

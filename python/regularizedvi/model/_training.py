@@ -31,7 +31,7 @@ class RegularizedTrainingPlan(TrainingPlan):
     def __init__(self, module, global_lr_multiplier: float = C.GLOBAL_LR_MULTIPLIER, **kwargs):
         super().__init__(module, **kwargs)
         self.global_lr_multiplier = global_lr_multiplier
-        self._loss_sums: dict[str, torch.Tensor] = {}
+        self._loss_sums: dict[str, tuple[torch.Tensor, int]] = {}
 
     def training_step(self, batch, batch_idx):
         if "kl_weight" in self.loss_kwargs:
@@ -53,14 +53,17 @@ class RegularizedTrainingPlan(TrainingPlan):
             kl_global=loss_output.kl_global_sum,
             n_obs_minibatch=n_obs,
         )
-        step = torch.stack([loss_output.loss.detach() * n_obs, loss_output.loss.new_tensor(float(n_obs))])
-        self._loss_sums[mode] = self._loss_sums[mode] + step if mode in self._loss_sums else step
+        # (sum of loss x cells on the device, cells as a Python int): no tensor made from a
+        # host number per step
+        loss_sum, cells = self._loss_sums.get(mode, (0.0, 0))
+        self._loss_sums[mode] = (loss_output.loss.detach() * n_obs + loss_sum, cells + int(n_obs))
 
     def _log_epoch(self, metrics, mode: str, loss_name: str) -> None:
         sums = self._loss_sums.pop(mode, None)
         if sums is None:
             return
-        self.log(loss_name, sums[0] / sums[1], on_step=False, on_epoch=True, sync_dist=self.use_sync_dist)
+        loss_sum, cells = sums
+        self.log(loss_name, loss_sum / cells, on_step=False, on_epoch=True, sync_dist=self.use_sync_dist)
         values = {name: metric.compute() for name, metric in metrics.items()}  # synced across ranks
         for name, value in values.items():
             self.log(name, value, on_step=False, on_epoch=True)
