@@ -1,9 +1,11 @@
 """Training throughput: regularizedvi AmbientRegularizedSCVI vs scvi-tools SCVI.
 
 Models compared (--models): "scVI" (scvi-tools SCVI, its AnnDataLoader), "regularizedvi"
-(data_loader="scvi": the same AnnDataLoader) and "regularizedvi-fast" (data_loader="fast":
+(data_loader="scvi": the same AnnDataLoader), "regularizedvi-fast" (data_loader="fast":
 counts held once as CSR tensors, minibatches gathered and densified by index; see
-regularizedvi/data/_fast_loader.py). The models rotate order every repeat. Peak RSS is
+regularizedvi/data/_fast_loader.py; Lightning loop), "regularizedvi-lean" (fast loader and
+the lean loop, loop="lean": on a GPU the step is a replayed CUDA graph) and
+"regularizedvi-lean-eager" (the lean loop without CUDA graphs). The models rotate order every repeat. Peak RSS is
 reported next to the CSR size of the counts (data + indices + indptr).
 
 Same simulated data (regularizedvi.simulate_counts, CSR counts, batch_key="batch"), same
@@ -37,7 +39,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS_DIR, environment, peak_rss_mib, quiet, set_threads, write_json  # noqa: E402
 
-MODELS = ("scVI", "regularizedvi", "regularizedvi-fast")
+MODELS = ("scVI", "regularizedvi", "regularizedvi-fast", "regularizedvi-lean", "regularizedvi-lean-eager")
 CONFIGS = {"128/10/b128": (128, 10, 128), "512/128/b1024": (512, 128, 1024),
            "128/10/b1024": (128, 10, 1024)}
 
@@ -95,37 +97,75 @@ def worker(args) -> None:
     else:
         rv.AmbientRegularizedSCVI.setup_anndata(adata, batch_key="batch")
         model = rv.AmbientRegularizedSCVI(adata, n_hidden=n_hidden, n_latent=n_latent)
-        train_kwargs["data_loader"] = "fast" if args.model == "regularizedvi-fast" else "scvi"
+        train_kwargs["data_loader"] = "scvi" if args.model == "regularizedvi" else "fast"
     csr_mib = (adata.X.data.nbytes + adata.X.indices.nbytes + adata.X.indptr.nbytes) / 2**20
 
     class Clock(pl.Callback):
-        """Time stamp after every optimisation step."""
+        """Time stamps after the warm-up step and the last step; on a GPU the device is
+        synchronised there (work is queued asynchronously), nowhere else."""
 
-        def __init__(self):
+        def __init__(self, warmup: int, last: int, cuda: bool):
+            self.warmup, self.last, self.cuda = warmup, last, cuda
+            self.n = 0
             self.stamps = []
 
-        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-            self.stamps.append(time.perf_counter())
+        def step_done(self):
+            self.n += 1
+            if self.n in (self.warmup, self.last):
+                if self.cuda:
+                    __import__("torch").cuda.synchronize()
+                self.stamps.append(time.perf_counter())
 
-    clock = Clock()
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            self.step_done()
+
+        def patch_lean_loop(self, cuda_graphs: bool):
+            """Count the lean loop's steps (graph replays and eager steps)."""
+            from regularizedvi.model import _lean_loop as lean
+
+            clock = self
+            graphed_call, eager_step, init = lean._GraphedStep.__call__, lean.LeanLoop._eager_step, lean.LeanLoop.__init__
+
+            def counted_graph(self, *a, **k):
+                graphed_call(self, *a, **k)
+                clock.step_done()
+
+            def counted_eager(self, *a, **k):
+                eager_step(self, *a, **k)
+                clock.step_done()
+
+            def set_graphs(self, *a, **k):
+                k["cuda_graphs"] = cuda_graphs
+                init(self, *a, **k)
+
+            lean._GraphedStep.__call__, lean.LeanLoop._eager_step = counted_graph, counted_eager
+            lean.LeanLoop.__init__ = set_graphs
+
     steps_per_epoch = -(-adata.n_obs // batch_size)
     max_steps = args.max_steps or max(args.warmup_steps + 3, -(-args.step_cells // batch_size))
     max_steps = min(max_steps, steps_per_epoch * args.epochs)
+    w = max(1, min(args.warmup_steps, max_steps - 2))
+    clock = Clock(w, max_steps, args.accelerator == "gpu")
+    if args.model.startswith("regularizedvi-lean"):
+        train_kwargs["loop"] = "lean"
+        clock.patch_lean_loop(cuda_graphs=args.model == "regularizedvi-lean")
     start = time.perf_counter()
     if args.accelerator == "gpu":
         import torch
 
         torch.cuda.reset_peak_memory_stats()
     model.train(max_epochs=args.epochs, batch_size=batch_size, train_size=1.0, accelerator=args.accelerator,
-                enable_progress_bar=False, callbacks=[clock], max_steps=max_steps, **train_kwargs)
+                enable_progress_bar=False, max_steps=max_steps,
+                **({} if "loop" in train_kwargs else {"callbacks": [clock]}), **train_kwargs)
     total = time.perf_counter() - start
     stamps = clock.stamps
-    w = min(args.warmup_steps, len(stamps) - 2)
-    timed_steps = len(stamps) - 1 - w
-    cells_per_s = timed_steps * batch_size / (stamps[-1] - stamps[w])
+    timed_steps = max_steps - w
+    cells_per_s = timed_steps * batch_size / (stamps[-1] - stamps[0])
     print(json.dumps({
         "model": args.model, "config": args.config, "cells_per_s": cells_per_s,
-        "s_per_epoch": adata.n_obs / cells_per_s, "steps": len(stamps), "timed_steps": timed_steps,
+        "s_per_epoch": adata.n_obs / cells_per_s, "steps": clock.n, "timed_steps": timed_steps,
+        "loop": getattr(model, "training_loop_used", "lightning"),
+        "cuda_graph": getattr(model, "cuda_graph_used", False),
         "train_total_s": total, "peak_rss_mib": peak_rss_mib(), "csr_mib": csr_mib,
         "peak_gpu_mib": (__import__("torch").cuda.max_memory_allocated() / 2**20
                          if args.accelerator == "gpu" else None),

@@ -74,6 +74,16 @@ STATISTICS_BLOCK_ROWS = 16384
 # above): a minibatch mixes cells from up to this many places in the file, not from all of it.
 BACKED_SHUFFLE_BLOCKS = 16
 
+# Training loop: "lightning" (scvi-tools' Trainer), "lean" (regularizedvi.model._lean_loop:
+# the same steps and metrics without Lightning's per-step machinery; fast data path only)
+# or "auto": lean on a CUDA device when the fast path serves the data and no Lightning-only
+# option is given, Lightning otherwise.
+TRAINING_LOOP = "auto"
+# The lean loop on a CUDA device captures a full minibatch's step (forward, backward,
+# optimizer) as a CUDA graph after this many ordinary steps, and replays it.
+CUDA_GRAPH_TRAINING = True
+CUDA_GRAPH_WARMUP_STEPS = 3
+
 # ---- input checks ----
 # How many stored values the count check reads (all of them up to this, a seeded sample beyond).
 COUNT_CHECK_MAX_VALUES = 10_000_000

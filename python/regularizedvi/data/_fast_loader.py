@@ -107,14 +107,21 @@ class _CSRRows:
             setattr(self, name, getattr(self, name).to(device))
         return self
 
-    def dense(self, idx: torch.Tensor) -> torch.Tensor:
+    def dense(self, idx: torch.Tensor, host_idx: np.ndarray | None = None) -> torch.Tensor:
+        """Rows ``idx`` as a dense float32 block; ``host_idx`` (the same rows as a host
+        array) lets a GPU gather size its output from the host copy of ``indptr`` instead
+        of reading the sum of row lengths back from the device (a sync per batch)."""
         if self.data.device.type == "cpu":
             return torch.from_numpy(self._scipy[idx.numpy()].toarray())
         starts = self.indptr[idx]
         lengths = self.indptr[idx + 1] - starts
         n = idx.shape[0]
         out = torch.zeros((n, self.n_cols), dtype=torch.float32, device=self.data.device)
-        total = int(lengths.sum())  # one sync on GPU: the size of the gathered block
+        if host_idx is not None:
+            indptr = self._scipy.indptr
+            total = int((indptr[host_idx + 1] - indptr[host_idx]).sum())
+        else:
+            total = int(lengths.sum())  # one sync on GPU
         if total == 0:
             return out
         rows = torch.repeat_interleave(torch.arange(n, device=idx.device), lengths, output_size=total)
@@ -138,7 +145,7 @@ class _DenseRows:
         self.values = self.values.to(device)
         return self
 
-    def dense(self, idx: torch.Tensor) -> torch.Tensor:
+    def dense(self, idx: torch.Tensor, host_idx: np.ndarray | None = None) -> torch.Tensor:
         return self.values[idx]
 
 
@@ -159,24 +166,20 @@ class _MinibatchIterable:
         self.indices = np.asarray(indices, dtype=np.int64)
         self.shuffle = shuffle
         self.epoch = 0
-        self._device_indices = None
 
-    def _rank_indices(self) -> torch.Tensor:
-        """This rank's cells for one pass (DDP: equal-length strided shards, padded)."""
+    def _rank_indices(self) -> np.ndarray:
+        """This rank's cells for one pass (DDP: equal-length strided shards, padded), on the host."""
         module = self.module
-        if self._device_indices is None:
-            self._device_indices = torch.from_numpy(self.indices).to(module.device)
-        order = self._device_indices
+        order = self.indices
         if self.shuffle:
             gen = torch.Generator().manual_seed(module.shuffle_seed + self.epoch)
-            perm = torch.randperm(len(order), generator=gen).to(module.device)
-            order = order[perm]
+            order = order[torch.randperm(len(order), generator=gen).numpy()]
         world, rank = module.world_size, module.global_rank
         if world > 1:
             per_rank = math.ceil(len(order) / world)
             pad = per_rank * world - len(order)
             if pad:
-                order = torch.cat([order, order[:pad]])
+                order = np.concatenate([order, order[:pad]])
             order = order[rank::world]
         return order
 
@@ -185,11 +188,14 @@ class _MinibatchIterable:
         return math.ceil(n / self.module.batch_size)
 
     def __iter__(self):
-        order = self._rank_indices()
+        host_order = self._rank_indices()
+        # one copy of the pass's order to the device; the host copy gives each minibatch's
+        # number of stored values without reading anything back from the device
+        order = torch.from_numpy(host_order).to(self.module.device)
         self.epoch += 1
         bs = self.module.batch_size
         for start in range(0, len(order), bs):
-            yield self.module.gather(order[start:start + bs])
+            yield self.module.gather(order[start:start + bs], host_order[start:start + bs])
 
 
 class SplitDataModule(pl.LightningDataModule):
@@ -304,13 +310,17 @@ class FastDataModule(SplitDataModule):
     def setup(self, stage: str | None = None) -> None:
         self._load()
 
-    def gather(self, idx: torch.Tensor | np.ndarray) -> dict[str, torch.Tensor]:
-        """The minibatch of cells ``idx`` (rows of the registered data), on the device."""
+    def gather(self, idx: torch.Tensor | np.ndarray, host_idx: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+        """The minibatch of cells ``idx`` (rows of the registered data), on the device.
+
+        ``host_idx``: the same rows as a host array, when ``idx`` is a device tensor.
+        """
         self._load()
         if not isinstance(idx, torch.Tensor):
-            idx = torch.as_tensor(np.asarray(idx, dtype=np.int64))
+            host_idx = np.asarray(idx, dtype=np.int64)
+            idx = torch.as_tensor(host_idx)
         idx = idx.to(self._fields_device)
-        return {key: field.dense(idx) for key, field in self._fields.items()}
+        return {key: field.dense(idx, host_idx) for key, field in self._fields.items()}
 
     def teardown(self, stage: str | None = None) -> None:
         self._fields = None  # release device memory after training
