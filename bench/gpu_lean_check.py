@@ -65,13 +65,20 @@ def breakdown(model, args) -> dict:
     batches = []
     torch.cuda.synchronize()
     t0 = time.perf_counter()
-    for i, batch in enumerate(loader):
-        batches.append(batch)
-        if i == 199:
+    for batch in loader:
+        if next(iter(batch.values())).shape[0] == args.batch:  # full minibatches only
+            batches.append(batch)
+        if len(batches) == 100:
             break
     torch.cuda.synchronize()
     gather_ms = (time.perf_counter() - t0) / len(batches) * 1e3
     module = model.module.to("cuda").train()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for batch in batches:  # eager step (no optimizer), for comparison
+        module(batch, loss_kwargs={"kl_weight": 1.0, "n_obs": dm.n_train})[2].loss.backward()
+    torch.cuda.synchronize()
+    eager_fwd_bwd_ms = (time.perf_counter() - t0) / len(batches) * 1e3
     opt = torch.optim.Adam(module.parameters(), lr=1e-4, fused=True, capturable=True)
     for _ in range(3):  # state initialised before capture
         opt.zero_grad(set_to_none=True)
@@ -91,7 +98,15 @@ def breakdown(model, args) -> dict:
         step.graph.replay()
     torch.cuda.synchronize()
     replay_only_ms = (time.perf_counter() - t0) / len(batches) * 1e3
-    return {"gather_ms": gather_ms, "copy_and_replay_ms": replay_ms, "replay_only_ms": replay_only_ms,
+    if args.batch == 1024:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for batch in batches[:20]:
+                module(batch, loss_kwargs={"kl_weight": 1.0, "n_obs": dm.n_train})[2].loss.backward()
+            torch.cuda.synchronize()
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=14, max_name_column_width=60))
+    return {"gather_ms": gather_ms, "eager_forward_backward_ms": eager_fwd_bwd_ms, "copy_and_replay_ms": replay_ms, "replay_only_ms": replay_only_ms,
             "batch": args.batch}
 
 
@@ -101,6 +116,8 @@ def main() -> None:
     parser.add_argument("--genes", type=int, default=2000)
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--hows", nargs="+", default=["lean-graph", "lean-eager", "lightning"])
+    parser.add_argument("--breakdown-genes", type=int, default=4000)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     quiet()
@@ -110,11 +127,17 @@ def main() -> None:
     print(torch.cuda.get_device_name(), flush=True)
     rows = []
     model = None
-    for how in ("lean-graph", "lean-eager", "lightning"):
+    for how in args.hows:
         model, row = train(base.copy(), how, args)
         rows.append(row)
         print(json.dumps(row), flush=True)
     out = {"rows": rows, "device": torch.cuda.get_device_name()}
+    import scvi
+
+    wide = rv.simulate_counts(args.cells, args.breakdown_genes, seed=0)  # untrained model: timing only
+    rv.AmbientRegularizedSCVI.setup_anndata(wide, batch_key="batch")
+    scvi.settings.seed = 0
+    model = rv.AmbientRegularizedSCVI(wide, n_hidden=128, n_latent=10).to_device("cuda")
     for batch in (args.batch, 1024):
         args.batch = batch
         out[f"breakdown_b{batch}"] = breakdown(model, args)

@@ -65,6 +65,20 @@ def negative_binomial_cell_sums(x: torch.Tensor, mu: torch.Tensor, dispersion: "
     return dense.index_add(0, rows, sparse)
 
 
+def _group_rows(codes: torch.Tensor, n_groups: int):
+    """``f(values)``: per-cell rows ``values.T[codes]`` of a ``(features, groups)`` tensor.
+
+    One group: a broadcast view. Several: a one-hot product (exact: one nonzero term per
+    entry). Both have a dense backward, where indexing would scatter every cell's
+    gradient into the same few rows (atomic adds on a GPU contend on them).
+    """
+    idx = codes.reshape(-1).long()
+    if n_groups == 1:
+        return lambda values: values.T.expand(idx.shape[0], -1)
+    onehot = nn.functional.one_hot(idx, n_groups).to(torch.get_default_dtype())
+    return lambda values: onehot @ values.T
+
+
 class CellDispersion(NamedTuple):
     """Per-cell inverse dispersion and its cell-independent terms, gathered from groups."""
 
@@ -190,8 +204,8 @@ class CountObservationModel(nn.Module):
             sigma = torch.exp(self.log_theta_log_sigma)
             log_theta = log_theta + sigma * torch.randn_like(sigma)
         theta = torch.exp(log_theta)
-        idx = dispersion_codes.reshape(-1).long()
-        return CellDispersion(theta.T[idx], log_theta.T[idx], torch.lgamma(theta).T[idx])
+        per_cell = _group_rows(dispersion_codes, theta.shape[1])
+        return CellDispersion(per_cell(theta), per_cell(log_theta), per_cell(torch.lgamma(theta)))
 
     def theta(self, dispersion_codes: torch.Tensor, sample: bool) -> torch.Tensor:
         """Per-cell inverse dispersion ``(n, F)``."""
