@@ -116,7 +116,7 @@ def main() -> None:
     parser.add_argument("--genes", type=int, default=2000)
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--hows", nargs="+", default=["lean-graph", "lean-eager", "lightning"])
+    parser.add_argument("--hows", nargs="*", default=["lean-graph", "lean-eager", "lightning"])
     parser.add_argument("--breakdown-genes", type=int, default=4000)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
@@ -137,7 +137,8 @@ def main() -> None:
     wide = rv.simulate_counts(args.cells, args.breakdown_genes, seed=0)  # untrained model: timing only
     rv.AmbientRegularizedSCVI.setup_anndata(wide, batch_key="batch")
     scvi.settings.seed = 0
-    model = rv.AmbientRegularizedSCVI(wide, n_hidden=128, n_latent=10).to_device("cuda")
+    model = rv.AmbientRegularizedSCVI(wide, n_hidden=128, n_latent=10)
+    model.to_device("cuda")
     for batch in (args.batch, 1024):
         args.batch = batch
         out[f"breakdown_b{batch}"] = breakdown(model, args)
