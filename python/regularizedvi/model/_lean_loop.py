@@ -208,7 +208,7 @@ class LeanLoop:
                 sums = _EpochSums(self.device)
                 if scheduler is not None:  # as Lightning's LearningRateMonitor: at epoch start
                     self._record_lr(optimizer, step)
-                for batch in train_loader:
+                for batch in _prefetched(train_loader, self.device):
                     kl = _compute_kl_weight(epoch, step, plan.n_epochs_kl_warmup, plan.n_steps_kl_warmup,
                                             plan.max_kl_weight, plan.min_kl_weight)
                     if graphed is None and self.cuda_graphs and step >= C.CUDA_GRAPH_WARMUP_STEPS:
@@ -326,6 +326,36 @@ class LeanLoop:
         model.is_trained_ = True
         model.trainer = None
         model.cuda_graph_used = self.captured
+
+
+def _prefetched(loader, device: torch.device):
+    """The loader's minibatches; on a CUDA device each is gathered on a side stream while
+    the previous step runs (the gather's kernels overlap the step's instead of queueing
+    behind them)."""
+    if device.type != "cuda":
+        yield from loader
+        return
+    side, main = torch.cuda.Stream(device), torch.cuda.current_stream(device)
+    batches = iter(loader)
+
+    def fetch():
+        side.wait_stream(main)  # the gather reads nothing the step writes; keeps order simple
+        with torch.cuda.stream(side):
+            batch = next(batches, None)
+        if batch is None:
+            return None
+        ready = torch.cuda.Event()
+        ready.record(side)
+        return batch, ready
+
+    upcoming = fetch()
+    while upcoming is not None:
+        batch, ready = upcoming
+        upcoming = fetch()
+        main.wait_event(ready)
+        for tensor in batch.values():
+            tensor.record_stream(main)  # memory made on the side stream, used on the main one
+        yield batch
 
 
 def _progress(total: int, enabled: bool):
