@@ -8,7 +8,8 @@ covariates), obslib (library fixed at the observed total), nonoise (library post
 fixed at 1e-3), offset0 (library offset fixed at 0), lib1 (library prior variance 1.0x),
 normin / normin_lib1 (encoder input log1p(CP10k)), lvinit_<log var>[_w0] (library posterior
 start), nodispsample (dispersion posterior not sampled), outcov / outcov_enc (covariates in
-the decoder's output layer). Exploration script: variants monkeypatch the package.
+the decoder's output layer), kl<w> (final KL weight on z and l, e.g. kl125 = 1.25).
+Environment: ABLATION_EPOCHS (default 150). Exploration script: variants monkeypatch the package.
 """
 import json
 import sys
@@ -106,12 +107,17 @@ elif v == "outcov":
     rv.AmbientRegularizedSCVI.setup_anndata(ad, batch_key="sample_id", nn_conditioning_covariate_keys=["sample_id"])
 elif v in ("enc", "outcov_enc"):
     rv.AmbientRegularizedSCVI.setup_anndata(ad, batch_key="sample_id", nn_conditioning_covariate_keys=["sample_id"], encoder_covariate_keys=["sample_id"])
-elif v == "lr1":
+elif v == "lr1" or v.startswith("kl"):
     rv.AmbientRegularizedSCVI.setup_anndata(ad, batch_key="sample_id", nn_conditioning_covariate_keys=["sample_id"])
 if v == "scvi":
     m = scvi.model.SCVI(ad)
 else:
     m = rv.AmbientRegularizedSCVI(ad)
-m.train(max_epochs=150, enable_progress_bar=False, **({"plan_kwargs": {"global_lr_multiplier": 1.0}} if v == "lr1" else {}))
+import os
+plan = {"global_lr_multiplier": 1.0} if v == "lr1" else {}
+if v.startswith("kl"):
+    plan["max_kl_weight"] = int(v[2:]) / 100
+m.train(max_epochs=int(os.environ.get("ABLATION_EPOCHS", 150)), enable_progress_bar=False,
+        **({"plan_kwargs": plan} if plan else {}))
 z = m.get_latent_representation()
 print(json.dumps({"variant": v, "purity": metrics.knn_label_purity(z, ad.obs.cell_type), "mixing": metrics.batch_mixing_entropy(z, ad.obs.sample_id), "asw": metrics.label_silhouette(z, ad.obs.cell_type)}))

@@ -2,11 +2,12 @@
 
 On a shared machine the load changes from minute to minute; runs in separate processes
 (speed.py) then compare different loads. Here both models live in one process and take
-turns: each round trains scVI for --steps steps, then regularizedvi (fast loader) for
---steps steps (order swapped every round), and the cells/s of the two bursts form one
-pair. Reported: per-round ratios and their median. Each burst is a normal model.train()
-call (Lightning loop, each model's own data loader and logging); the first --skip steps of
-a burst (loop start-up) are not timed.
+turns: each round trains scVI for --steps steps, then each regularizedvi variant for
+--steps steps (order reversed every other round), and the cells/s of the bursts form one
+set. Reported: per-round ratios to scVI and their medians. Each burst is a normal
+model.train() call with each model's own data loader and logging: "regularizedvi-fast" is
+the fast loader under Lightning's loop, "regularizedvi-lean" the fast loader in the lean
+loop (loop="lean"); the first --skip steps of a burst (loop start-up) are not timed.
 
 Usage: .venv/bin/python bench/speed_paired.py --config 128/10/b128 --rounds 8 --steps 24
 """
@@ -37,6 +38,8 @@ def main() -> None:
     parser.add_argument("--skip", type=int, default=2, help="untimed first steps of a burst")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--tag", default="")
+    parser.add_argument("--models", nargs="+", default=["regularizedvi-fast", "regularizedvi-lean"],
+                        choices=["regularizedvi-fast", "regularizedvi-lean"], help="compared with scVI")
     args = parser.parse_args()
     import lightning.pytorch as pl
     import scvi
@@ -50,37 +53,47 @@ def main() -> None:
         adata = pickle.load(fh)
     adata = tiled(adata, args.tile)
     scvi.settings.seed = 0
-    a1, a2 = adata.copy(), adata.copy()
+    a1 = adata.copy()
     scvi.model.SCVI.setup_anndata(a1, batch_key="batch")
-    rv.AmbientRegularizedSCVI.setup_anndata(a2, batch_key="batch")
-    models = {"scVI": (scvi.model.SCVI(a1, n_hidden=n_hidden, n_latent=n_latent), {}),
-              "regularizedvi-fast": (rv.AmbientRegularizedSCVI(a2, n_hidden=n_hidden, n_latent=n_latent),
-                                     {"data_loader": "fast"})}
+    models = {"scVI": (scvi.model.SCVI(a1, n_hidden=n_hidden, n_latent=n_latent), {})}
+    for name in args.models:
+        a2 = adata.copy()
+        rv.AmbientRegularizedSCVI.setup_anndata(a2, batch_key="batch")
+        models[name] = (rv.AmbientRegularizedSCVI(a2, n_hidden=n_hidden, n_latent=n_latent),
+                        {"data_loader": "fast", "loop": "lean" if name.endswith("lean") else "lightning"})
+    stamps = []
 
     class Clock(pl.Callback):
-        def __init__(self):
-            self.stamps = []
-
         def on_train_batch_end(self, trainer, module, outputs, b, i):
-            self.stamps.append(time.perf_counter())
+            stamps.append(time.perf_counter())
+
+    from regularizedvi.model import _lean_loop
+
+    eager_step = _lean_loop.LeanLoop._eager_step
+
+    def stamped_step(self, *a, **k):  # the lean loop's steps, stamped like Clock's
+        eager_step(self, *a, **k)
+        stamps.append(time.perf_counter())
+
+    _lean_loop.LeanLoop._eager_step = stamped_step
 
     def burst(name):
         model, kw = models[name]
-        clock = Clock()
+        stamps.clear()
         model.train(max_epochs=1000, max_steps=args.steps, batch_size=batch, train_size=1.0,
-                    accelerator="cpu", enable_progress_bar=False, callbacks=[clock], **kw)
-        s = clock.stamps
-        return (len(s) - 1 - args.skip) * batch / (s[-1] - s[args.skip])
+                    accelerator="cpu", enable_progress_bar=False,
+                    **({} if kw.get("loop") == "lean" else {"callbacks": [Clock()]}), **kw)
+        return (len(stamps) - 1 - args.skip) * batch / (stamps[-1] - stamps[args.skip])
 
     rows = []
     for r in range(args.rounds):
-        order = ["scVI", "regularizedvi-fast"][:: 1 if r % 2 == 0 else -1]
+        order = list(models)[:: 1 if r % 2 == 0 else -1]
         speeds = {name: burst(name) for name in order}
-        rows.append({"round": r, **speeds, "ratio": speeds["regularizedvi-fast"] / speeds["scVI"]})
-        print(f"round {r}: scVI {speeds['scVI']:7.0f} cells/s  regularizedvi-fast "
-              f"{speeds['regularizedvi-fast']:7.0f} cells/s  ratio {rows[-1]['ratio']:.3f}", flush=True)
+        rows.append({"round": r, **speeds, **{f"ratio {m}": speeds[m] / speeds["scVI"] for m in args.models}})
+        print(f"round {r}: " + "  ".join(f"{m} {speeds[m]:7.0f}" for m in models) + " cells/s  ratios "
+              + "  ".join(f"{rows[-1][f'ratio {m}']:.3f}" for m in args.models), flush=True)
     summary = {"config": args.config, "data": f"{args.cells * args.tile}x{args.genes}",
-               "median_ratio": statistics.median(r["ratio"] for r in rows),
+               "median_ratio": {m: statistics.median(r[f"ratio {m}"] for r in rows) for m in args.models},
                "median_cells_per_s": {m: statistics.median(r[m] for r in rows) for m in models}}
     print(json.dumps(summary))
     name = f"speed_paired_{args.config.replace('/', '-')}{args.tag}"
@@ -96,7 +109,8 @@ def main() -> None:
         ax.set_xlabel("round (bursts alternate within a round)")
         ax.set_ylabel("cells / s")
         ax.set_ylim(bottom=0)
-        ax.set_title(f"{summary['data']}, {args.config}: median ratio {summary['median_ratio']:.2f}x")
+        ratios = ", ".join(f"{m.split('-')[-1]} {v:.2f}x" for m, v in summary["median_ratio"].items())
+        ax.set_title(f"{summary['data']}, {args.config}: {ratios}", fontsize=9)
         ax.legend()
         fig.tight_layout()
         fig.savefig(RESULTS_DIR / f"{name}.png", dpi=120)

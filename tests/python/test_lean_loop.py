@@ -108,3 +108,10 @@ def test_lean_loop_errors():
     # "auto" with a Lightning-only option trains under Lightning
     model.train(max_epochs=1, gradient_clip_val=1.0, **QUIET)
     assert model.training_loop_used == "lightning"
+
+
+def test_lean_loop_lr_schedule_needs_validation():
+    model = _single()
+    with pytest.raises(ValueError, match="reduce_lr_on_plateau monitors 'elbo_validation' but there is no validation set"):
+        model.train(max_epochs=2, loop="lean", train_size=1.0, plan_kwargs={"reduce_lr_on_plateau": True}, **QUIET)
+    assert not model.is_trained_

@@ -200,7 +200,10 @@ class LeanLoop:
         if self.cuda_graphs:
             _capturable_optimizer(optimizer)
         train_loader, val_loader = dm.train_dataloader(), dm.val_dataloader()
-        graphed, step = None, 0
+        if scheduler is not None and "validation" in plan.lr_scheduler_metric and val_loader is None:
+            raise ValueError(f"reduce_lr_on_plateau monitors {plan.lr_scheduler_metric!r} but there is no "
+                             "validation set: give train_size < 1 or lr_scheduler_metric='elbo_train'.")
+        graphed, step, completed = None, 0, False
         bar = _progress(self.max_epochs, self.progress)
         try:
             for epoch in range(self.max_epochs):
@@ -242,11 +245,15 @@ class LeanLoop:
                     break
                 if self.max_steps is not None and step >= self.max_steps:
                     break
+            completed = True
+        except KeyboardInterrupt:  # as Lightning: an interrupted run keeps what it has learnt
+            logger.warning("Training interrupted after %d steps; the model keeps its current weights.", step)
+            completed = True
         finally:
             bar.close()
             optimizer.zero_grad(set_to_none=True)  # releases gradients held in a graph's memory
             del graphed
-            self._finish()
+            self._finish(completed)
 
     def _capture(self, module, optimizer, batch) -> _GraphedStep | None:
         try:
@@ -311,7 +318,8 @@ class LeanLoop:
     def _last(self, epoch: int) -> dict[str, float]:
         return {name: rows[-1][1] for name, rows in self.history.items() if rows[-1][0] == epoch}
 
-    def _finish(self) -> None:
+    def _finish(self, completed: bool) -> None:
+        """History and split indices in any case; marked trained unless training failed."""
         model, dm = self.model, self.dm
         history = {}
         for index_name, records in (("epoch", self.history), ("step", self.step_history)):
@@ -323,7 +331,7 @@ class LeanLoop:
         model.train_indices, model.validation_indices, model.test_indices = dm.train_idx, dm.val_idx, dm.test_idx
         dm.teardown("fit")
         model.module.eval()
-        model.is_trained_ = True
+        model.is_trained_ = bool(completed or getattr(model, "is_trained_", False))
         model.trainer = None
         model.cuda_graph_used = self.captured
 
