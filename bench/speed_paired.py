@@ -80,6 +80,9 @@ def main() -> None:
     def burst(name):
         model, kw = models[name]
         stamps.clear()
+        # scvi-tools leaves a trained module in eval mode and Lightning keeps that mode: without
+        # this, every burst after the first would train scVI without dropout
+        model.module.train()
         model.train(max_epochs=1000, max_steps=args.steps, batch_size=batch, train_size=1.0,
                     accelerator="cpu", enable_progress_bar=False,
                     **({} if kw.get("loop") == "lean" else {"callbacks": [Clock()]}), **kw)

@@ -115,3 +115,17 @@ def test_lean_loop_lr_schedule_needs_validation():
     with pytest.raises(ValueError, match="reduce_lr_on_plateau monitors 'elbo_validation' but there is no validation set"):
         model.train(max_epochs=2, loop="lean", train_size=1.0, plan_kwargs={"reduce_lr_on_plateau": True}, **QUIET)
     assert not model.is_trained_
+
+
+@pytest.mark.parametrize("loop", ["lightning", "lean"])
+def test_every_train_call_trains_in_train_mode(loop):
+    """scvi-tools leaves a trained module in eval mode and Lightning 2.6 keeps it so: a second
+    train() (continued training, a query model) must still use dropout and sampled dispersion."""
+    model = _single()
+    modes = []
+    model.module.encoder.register_forward_pre_hook(lambda mod, inp: modes.append(mod.training))
+    for _ in range(2):
+        modes.clear()
+        model.train(max_epochs=1, train_size=1.0, loop=loop, **QUIET)
+        assert modes and all(modes)
+        assert not model.module.training  # left in eval mode for inference, as scvi-tools does

@@ -35,6 +35,12 @@ class RegularizedTrainingPlan(TrainingPlan):
         self.global_lr_multiplier = global_lr_multiplier
         self._loss_sums: dict[str, tuple[torch.Tensor, int]] = {}
 
+    def on_train_epoch_start(self):
+        # Lightning 2.6 keeps each submodule's mode as it finds it, and scvi-tools leaves a
+        # trained module in eval mode: without this a second train() call (continued
+        # training, a query model) would run without dropout or sampled dispersion.
+        self.module.train()
+
     def training_step(self, batch, batch_idx):
         if "kl_weight" in self.loss_kwargs:
             # a Python number: scvi-tools' ``kl_weight`` property builds a host tensor and
