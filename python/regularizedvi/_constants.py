@@ -76,7 +76,7 @@ BACKED_SHUFFLE_BLOCKS = 16
 
 # Training loop: "lightning" (scvi-tools' Trainer), "lean" (regularizedvi.model._lean_loop:
 # the same steps and metrics without Lightning's per-step machinery; fast data path only)
-# or "auto": lean on a CUDA device when the fast path serves the data and no Lightning-only
+# or "auto": lean when the fast path serves the data on one device and no Lightning-only
 # option is given, Lightning otherwise.
 TRAINING_LOOP = "auto"
 # The lean loop on a CUDA device captures a full minibatch's step (forward, backward,

@@ -93,7 +93,9 @@ def test_lean_loop_max_steps_and_choice():
     assert model.is_trained_ and model.trainer is None
     auto = _single()
     auto.train(max_epochs=1, **QUIET)
-    assert auto.training_loop_used == "lightning"  # "auto" takes the lean loop on a GPU only
+    assert auto.training_loop_used == "lean"
+    auto.train(max_epochs=1, enable_progress_bar=False, accelerator="cpu", data_loader="scvi")
+    assert auto.training_loop_used == "lightning"  # scvi-tools' loader: Lightning's loop
 
 
 def test_lean_loop_errors():

@@ -54,7 +54,7 @@ def test_early_stopping_threshold_scales_with_features(simulated, monkeypatch):
     adata = simulated[:100].copy()
     rv.AmbientRegularizedSCVI.setup_anndata(adata)
     model = rv.AmbientRegularizedSCVI(adata, n_hidden=8, n_latent=2)
-    model.train(max_epochs=1, early_stopping=True)
+    model.train(max_epochs=1, early_stopping=True, loop="lightning")
     assert captured["early_stopping_min_delta"] == adata.n_vars * C.EARLY_STOPPING_MIN_DELTA_PER_FEATURE
-    model.train(max_epochs=1, early_stopping=True, early_stopping_min_delta=0)
+    model.train(max_epochs=1, early_stopping=True, early_stopping_min_delta=0, loop="lightning")
     assert captured["early_stopping_min_delta"] == 0

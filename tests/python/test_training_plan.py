@@ -82,7 +82,7 @@ def test_optimizer_is_fused_adam_with_a_larger_step_for_global_parameters():
     rv.AmbientRegularizedSCVI.setup_anndata(adata, batch_key="batch")
     seed_everything(0)
     model = rv.AmbientRegularizedSCVI(adata, n_hidden=16, n_latent=4)
-    model.train(max_epochs=1, batch_size=64, enable_progress_bar=False)
+    model.train(max_epochs=1, batch_size=64, enable_progress_bar=False, loop="lightning")
     optimizer = model.trainer.optimizers[0]
     assert type(optimizer).__name__ == "Adam" and optimizer.defaults["fused"] is True
     network, global_group = optimizer.param_groups
