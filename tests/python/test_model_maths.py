@@ -86,15 +86,18 @@ def test_sparse_likelihood_sum_equals_dense_sum_and_gradients():
     x = torch.poisson(mu.detach(), generator=g) * (torch.rand(n, f, generator=g) < 0.3)
     x[0] = 0.0  # a cell whose every count is zero still gets its dense terms
 
-    def cell_sums(fn):
+    def cell_sums(fn, tables: bool):
         theta = torch.exp(log_theta)
-        d = CellDispersion(theta[groups], log_theta[groups], torch.lgamma(theta)[groups])
+        lgamma_theta = torch.lgamma(theta)
+        extra = (groups, theta, lgamma_theta) if tables else ()
+        d = CellDispersion(theta[groups], log_theta[groups], lgamma_theta[groups], *extra)
         out = fn(d)
         return out.detach(), torch.autograd.grad(out.sum(), [mu, log_theta])
 
     dense, g_dense = cell_sums(lambda d: negative_binomial_log_prob(
-        x, mu, d.theta, log_theta=d.log_theta, lgamma_theta=d.lgamma_theta).sum(-1))
-    sparse, g_sparse = cell_sums(lambda d: negative_binomial_cell_sums(x, mu, d))
-    torch.testing.assert_close(sparse, dense, rtol=1e-10, atol=1e-8)
-    for a, b in zip(g_sparse, g_dense):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-8)
+        x, mu, d.theta, log_theta=d.log_theta, lgamma_theta=d.lgamma_theta).sum(-1), False)
+    for tables in (False, True):  # per-cell values, or read from the (groups, features) tables
+        sparse, g_sparse = cell_sums(lambda d: negative_binomial_cell_sums(x, mu, d), tables)
+        torch.testing.assert_close(sparse, dense, rtol=1e-10, atol=1e-8)
+        for a, b in zip(g_sparse, g_dense):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-8)

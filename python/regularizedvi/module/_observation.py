@@ -11,6 +11,7 @@ import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import nn
 from torch.distributions import Normal
@@ -50,19 +51,47 @@ def negative_binomial_log_prob(x: torch.Tensor, mu: torch.Tensor, theta: torch.T
 
 def negative_binomial_cell_sums(x: torch.Tensor, mu: torch.Tensor, dispersion: "CellDispersion",
                                 eps: float = 1e-8) -> torch.Tensor:
-    """``negative_binomial_log_prob(...).sum(-1)``, with the x-dependent terms on nonzeros only.
+    """``negative_binomial_log_prob(...).sum(-1)``, with the lgamma terms on nonzeros only.
 
-    ``log NB = theta (log theta - log(theta + mu))`` (every entry) ``+ [x (log mu - log(theta
-    + mu)) + lgamma(x + theta) - lgamma(theta) - lgamma(x + 1)]`` (zero where ``x = 0``).
+    ``log NB = theta (log theta - log(theta + mu)) + x (log mu - log(theta + mu))`` (cheap,
+    every entry) ``+ [lgamma(x + theta) - lgamma(theta) - lgamma(x + 1)]`` (zero where
+    ``x = 0``; evaluated at the stored counts). ``x`` must be a CPU tensor (its nonzeros
+    are found by numpy). With the dispersion's per-group tables, ``theta`` at the nonzeros
+    is read from the small ``(groups, features)`` table, so the backward accumulates into
+    that table instead of a cell x feature block.
     """
     theta = dispersion.theta
     log_theta_mu = torch.log(theta + mu + eps)
-    dense = (theta * (dispersion.log_theta - log_theta_mu)).sum(-1)
-    rows, cols = torch.nonzero(x, as_tuple=True)
-    xv, th, mv = x[rows, cols], theta[rows, cols], mu[rows, cols]
-    sparse = (xv * (torch.log(mv + eps) - log_theta_mu[rows, cols]) + torch.lgamma(xv + th)
-              - dispersion.lgamma_theta[rows, cols] - torch.lgamma(xv + 1))
+    dense = (theta * (dispersion.log_theta - log_theta_mu)
+             + x * (torch.log(mu + eps) - log_theta_mu)).sum(-1)
+    n_features = x.shape[-1]
+    flat = np.flatnonzero(x.detach().numpy())
+    rows_np = flat // n_features
+    rows, flat_t = torch.from_numpy(rows_np), torch.from_numpy(flat)
+    xv = x.reshape(-1)[flat_t]
+    if dispersion.groups is not None:
+        cols = torch.from_numpy(flat - rows_np * n_features)
+        at = dispersion.groups[rows] * n_features + cols
+        th = dispersion.theta_table.reshape(-1)[at]
+        lgamma_th = dispersion.lgamma_table.reshape(-1)[at]
+    else:
+        th = dispersion.theta.reshape(-1)[flat_t]
+        lgamma_th = dispersion.lgamma_theta.reshape(-1)[flat_t]
+    sparse = torch.lgamma(xv + th) - lgamma_th - _log_factorial(xv)
     return dense.index_add(0, rows, sparse)
+
+
+def _log_factorial(counts: torch.Tensor) -> torch.Tensor:
+    """``lgamma(counts + 1)``: from a table of ``log k!`` when the counts are integers (one
+    gather instead of an lgamma per value; counts are checked integers at set-up, and are
+    checked again here), else computed."""
+    if counts.numel() == 0:
+        return counts
+    top = float(counts.max())
+    if top > 1e6 or not torch.equal(counts, torch.round(counts)):
+        return torch.lgamma(counts + 1)
+    table = torch.lgamma(torch.arange(1, int(top) + 2, dtype=counts.dtype))
+    return table[counts.long()]
 
 
 def _group_rows(codes: torch.Tensor, n_groups: int):
@@ -80,11 +109,18 @@ def _group_rows(codes: torch.Tensor, n_groups: int):
 
 
 class CellDispersion(NamedTuple):
-    """Per-cell inverse dispersion and its cell-independent terms, gathered from groups."""
+    """Per-cell inverse dispersion and its cell-independent terms, gathered from groups.
+
+    ``groups`` / ``theta_table`` / ``lgamma_table`` (optional): each cell's dispersion
+    group and the ``(groups, features)`` tables the per-cell values come from.
+    """
 
     theta: torch.Tensor
     log_theta: torch.Tensor
     lgamma_theta: torch.Tensor
+    groups: torch.Tensor | None = None
+    theta_table: torch.Tensor | None = None
+    lgamma_table: torch.Tensor | None = None
 
 
 class CountObservationModel(nn.Module):
@@ -204,8 +240,10 @@ class CountObservationModel(nn.Module):
             sigma = torch.exp(self.log_theta_log_sigma)
             log_theta = log_theta + sigma * torch.randn_like(sigma)
         theta = torch.exp(log_theta)
+        lgamma_theta = torch.lgamma(theta)
         per_cell = _group_rows(dispersion_codes, theta.shape[1])
-        return CellDispersion(per_cell(theta), per_cell(log_theta), per_cell(torch.lgamma(theta)))
+        return CellDispersion(per_cell(theta), per_cell(log_theta), per_cell(lgamma_theta),
+                              dispersion_codes.reshape(-1).long(), theta.T, lgamma_theta.T)
 
     def theta(self, dispersion_codes: torch.Tensor, sample: bool) -> torch.Tensor:
         """Per-cell inverse dispersion ``(n, F)``."""
