@@ -194,9 +194,10 @@ class RegularizedTrainingMixin:
             options (callbacks, loggers, strategies, precision...) raise. ``"auto"``
             (default): lean with the fast data path on a single device when no other
             Lightning option is given, Lightning otherwise. On the CPU both loops give
-            the same model bit for bit; the lean one is ~5% faster there
-            (bench/speed_paired.py) and much faster on a GPU. The loop used is kept in
-            ``model.training_loop_used``.
+            the same model bit for bit, at about the same speed (within a few %,
+            bench/speed_paired.py); on a GPU the lean loop is several times faster
+            (bench/README.md). The loop used is kept in ``model.training_loop_used``;
+            with the lean loop ``model.trainer`` is None.
         **kwargs
             Other arguments of :meth:`scvi.model.base.UnsupervisedTrainingMixin.train`
             and of the Lightning trainer.
