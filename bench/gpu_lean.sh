@@ -2,14 +2,7 @@
 # GPU check of the lean loop + CUDA-graph step, then 1M x 4000 throughput against scvi-tools
 # SCVI in the same run (see bench/README.md, "GPU"). Needs a CUDA torch and the wheels of
 # scvi-tools & co. in .whl/ (bench/gpu_speed.sh).
-set -o pipefail
-OUTDIR=${OUT:-bench/results}
-if [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD/python
-fi
-export PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+source "$(dirname "$0")/gpu_env.sh"
 timeout 150 python3 bench/gpu_lean_check.py --epochs 4 --hows ${HOWS:-lean-graph lean-eager lightning} \
   --out "$OUTDIR/gpu_lean_check.json" 2>&1 | grep -v "Warning\|warn\|Tip\|LOCAL_RANK\|Trainer\|Tensor Cores" \
   | tee "$OUTDIR/gpu_lean_check.log"

@@ -3,14 +3,7 @@
 # Runs on a machine with a CUDA torch and the wheels of scvi-tools & co. in .whl/ (see
 # bench/README.md, "GPU"): 20k x 2000 at the two issue configs, and 1M x 4000 (50 stacked
 # copies of a 20k x 4000 simulated block) at batch 1024, a fixed number of steps.
-set -o pipefail
-OUTDIR=${OUT:-bench/results}
-if [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD/python
-fi
-export PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+source "$(dirname "$0")/gpu_env.sh"
 python3 -c "import scvi, torch, regularizedvi; print('scvi', scvi.__version__, 'torch', torch.__version__, torch.cuda.get_device_name())" || exit 1
 python3 bench/speed.py --accelerator gpu --cells 20000 --genes 2000 --repeats 1 --max-steps 150 \
   --warmup-steps 20 --models scVI regularizedvi-fast --threads 4 --tag _gpu_20k 2>&1 | tee "$OUTDIR/gpu_20k.log"
