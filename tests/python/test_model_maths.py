@@ -101,3 +101,24 @@ def test_sparse_likelihood_sum_equals_dense_sum_and_gradients():
         torch.testing.assert_close(sparse, dense, rtol=1e-10, atol=1e-8)
         for a, b in zip(g_sparse, g_dense):
             torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-8)
+
+
+def test_feature_dropout_rate_scaling_and_repeatability():
+    from regularizedvi.nn._layers import FeatureDropout
+
+    drop = FeatureDropout(0.1)
+    x = torch.full((400, 2000), 2.0, requires_grad=True)
+    torch.manual_seed(3)
+    y = drop(x)
+    kept = y != 0
+    assert abs(1 - kept.float().mean().item() - 0.1) < 0.003  # 800k draws: sd of the rate ~3e-4
+    torch.testing.assert_close(y[kept], torch.full((int(kept.sum()),), 2.0 / 0.9))
+    y.sum().backward()  # gradient flows through kept entries only, with the same scale
+    torch.testing.assert_close(x.grad, kept.float() / 0.9)
+    torch.manual_seed(3)
+    assert torch.equal(drop(x), y)  # torch.manual_seed makes the mask repeat
+    assert not torch.equal(drop(x), y)  # and it changes from call to call
+    drop.eval()
+    assert drop(x) is x
+    with pytest.raises(ValueError, match=r"dropout rate must be in \[0, 1\), not 1.0"):
+        FeatureDropout(1.0)
