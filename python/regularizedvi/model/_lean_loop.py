@@ -130,7 +130,7 @@ class _GraphedStep:
         kwargs = dict(loss_kwargs)
         if "kl_weight" in kwargs:
             kwargs["kl_weight"] = self.kl_weight
-        self.batch_size = next(iter(batch.values())).shape[0]
+        self.batch_size = _n_cells(batch)
         optimizer.zero_grad(set_to_none=True)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
@@ -140,7 +140,7 @@ class _GraphedStep:
             self.acc.add_(_EpochSums.step_values(out))
 
     def accepts(self, batch: dict) -> bool:
-        return next(iter(batch.values())).shape[0] == self.batch_size
+        return _n_cells(batch) == self.batch_size
 
     def __call__(self, batch: dict, kl_weight: float, sums: "_EpochSums") -> None:
         for key, value in batch.items():
@@ -154,6 +154,10 @@ class _GraphedStep:
         """Move the replays' metric sums into ``sums`` (once per epoch)."""
         sums.values.add_(self.acc)
         self.acc.zero_()
+
+
+def _n_cells(batch: dict) -> int:
+    return next(iter(batch.values())).shape[0]
 
 
 def _capturable_optimizer(optimizer) -> None:
@@ -204,6 +208,7 @@ class LeanLoop:
             raise ValueError(f"reduce_lr_on_plateau monitors {plan.lr_scheduler_metric!r} but there is no "
                              "validation set: give train_size < 1 or lr_scheduler_metric='elbo_train'.")
         graphed, step, completed = None, 0, False
+        full = min(dm.batch_size, dm.n_train)
         bar = _progress(self.max_epochs, self.progress)
         try:
             for epoch in range(self.max_epochs):
@@ -214,7 +219,8 @@ class LeanLoop:
                 for batch in _prefetched(train_loader, self.device):
                     kl = _compute_kl_weight(epoch, step, plan.n_epochs_kl_warmup, plan.n_steps_kl_warmup,
                                             plan.max_kl_weight, plan.min_kl_weight)
-                    if graphed is None and self.cuda_graphs and step >= C.CUDA_GRAPH_WARMUP_STEPS:
+                    if (graphed is None and self.cuda_graphs and step >= C.CUDA_GRAPH_WARMUP_STEPS
+                            and _n_cells(batch) == full):  # capture a full minibatch, not a last partial one
                         graphed = self._capture(module, optimizer, batch)
                     if graphed is not None and graphed.accepts(batch):
                         graphed(batch, kl, sums)
