@@ -127,8 +127,10 @@ regularizedviModel <- function(object, batch = NULL, ambient = NULL, nn.conditio
 
 #' Train a regularizedvi model
 #'
-#' Runs scvi-tools' training loop (PyTorch Lightning) on the model's data; the
-#' model is trained in place.
+#' Trains the model in place: by default in regularizedvi's lean loop on the
+#' in-memory data path (on a GPU each step is a replayed CUDA graph), otherwise in
+#' scvi-tools' PyTorch Lightning loop; on the CPU both give the same model. Pass
+#' `loop = "lightning"` to force Lightning.
 #'
 #' @param model A `regularizedviModel` from [regularizedviModel()].
 #' @param max.epochs Epochs (default `NULL`: `min(round(20000 / n_cells * 400),
@@ -138,7 +140,7 @@ regularizedviModel <- function(object, batch = NULL, ambient = NULL, nn.conditio
 #' @param batch.size Minibatch size (default 128).
 #' @param progress Show the progress bar (default `TRUE`).
 #' @param ... Further arguments of the Python `train()` (e.g.
-#'   `early_stopping = TRUE`, `plan_kwargs = list(lr = 1e-3)`).
+#'   `early_stopping = TRUE`, `plan_kwargs = list(lr = 1e-3)`, `loop = "lightning"`).
 #' @return The model, invisibly.
 #' @export
 trainRegularizedVI <- function(model, max.epochs = NULL, accelerator = "auto", devices = "auto",
