@@ -8,7 +8,7 @@ covariates), obslib (library fixed at the observed total), nonoise (library post
 fixed at 1e-3), offset0 (library offset fixed at 0), lib1 (library prior variance 1.0x),
 normin / normin_lib1 (encoder input log1p(CP10k)), lvinit_<log var>[_w0] (library posterior
 start), nodispsample (dispersion posterior not sampled), outcov / outcov_enc (covariates in
-the decoder's output layer), kl<w> (final KL weight on z and l, e.g. kl125 = 1.25).
+the decoder's output layer), kl<w> (final KL weight on z and l, e.g. kl125 = 1.25), lnaff (decoder LayerNorm with affine).
 Environment: ABLATION_EPOCHS (default 150). Exploration script: variants monkeypatch the package.
 """
 import json
@@ -80,6 +80,15 @@ if v in ("outcov", "outcov_enc"):
         return torch.nn.functional.softplus(pre)
     D.SoftplusDecoder.__init__ = dinit
     D.SoftplusDecoder.forward = dfwd
+if v == "lnaff":
+    # LayerNorm with a learned scale and shift in the decoder's hidden layer
+    from regularizedvi.nn import _decoders as D2
+    orig_dinit2 = D2.SoftplusDecoder.__init__
+    def dinit2(self, *a, **k):
+        orig_dinit2(self, *a, **k)
+        for block in self.body.layers:
+            block[2] = torch.nn.LayerNorm(block[1].out_features, elementwise_affine=True)
+    D2.SoftplusDecoder.__init__ = dinit2
 if v == "nodispsample":
     from regularizedvi.module import _observation as O
     orig_disp = O.CountObservationModel.dispersion
@@ -107,7 +116,7 @@ elif v == "outcov":
     rv.AmbientRegularizedSCVI.setup_anndata(ad, batch_key="sample_id", nn_conditioning_covariate_keys=["sample_id"])
 elif v in ("enc", "outcov_enc"):
     rv.AmbientRegularizedSCVI.setup_anndata(ad, batch_key="sample_id", nn_conditioning_covariate_keys=["sample_id"], encoder_covariate_keys=["sample_id"])
-elif v == "lr1" or v.startswith("kl"):
+elif v == "lr1" or v.startswith("kl") or v == "lnaff":
     rv.AmbientRegularizedSCVI.setup_anndata(ad, batch_key="sample_id", nn_conditioning_covariate_keys=["sample_id"])
 if v == "scvi":
     m = scvi.model.SCVI(ad)
