@@ -302,18 +302,9 @@ class BackedDataModule(SplitDataModule):
     Batches are dicts with the keys, dtypes (float32) and shapes of the in-memory path's
     (and of scvi-tools'), moved to the training device.
 
-    Parameters
-    ----------
-    adata_manager
-        The model's :class:`~scvi.data.AnnDataManager` for a backed AnnData.
-    train_size, validation_size, shuffle_set_split
-        As :class:`~scvi.dataloaders.DataSplitter` (default 0.9 / rest, shuffled with
-        ``scvi.settings.seed``).
-    batch_size
-        Cells per minibatch (default 128).
-    device
-        Where batches go when used outside a Lightning trainer; inside one, the trainer's
-        root device.
+    Parameters: those of :class:`~regularizedvi.data._fast_loader.SplitDataModule` (for a
+    backed AnnData), and:
+
     block_rows
         Rows per read (default ``None``: ``C.BACKED_BLOCK_ROWS``, 1024, read when the
         module is built).

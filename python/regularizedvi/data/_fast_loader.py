@@ -205,6 +205,19 @@ class SplitDataModule(pl.LightningDataModule):
     The split is the one :class:`~scvi.dataloaders.DataSplitter` draws: sizes from
     ``validate_data_split``, cells permuted with ``numpy.random.RandomState(scvi.settings.seed)``
     (when ``shuffle_set_split``), validation cells first, then training, then test.
+
+    Parameters (shared by the subclasses)
+    ----------
+    adata_manager
+        The model's :class:`~scvi.data.AnnDataManager` (all registered fields are served).
+    train_size, validation_size, shuffle_set_split
+        As :class:`~scvi.dataloaders.DataSplitter` (default 0.9 / rest, shuffled with
+        ``scvi.settings.seed``).
+    batch_size
+        Cells per minibatch (default 128).
+    device
+        Where batches go when used outside a Lightning trainer; inside one, the
+        trainer's root device (per rank under DDP) is used.
     """
 
     def __init__(self, adata_manager, train_size: float | None = None,
@@ -272,18 +285,7 @@ class SplitDataModule(pl.LightningDataModule):
 class FastDataModule(SplitDataModule):
     """Lightning data module: in-memory tensors, batches gathered on the training device.
 
-    Parameters
-    ----------
-    adata_manager
-        The model's :class:`~scvi.data.AnnDataManager` (all registered fields are served).
-    train_size, validation_size, shuffle_set_split
-        As :class:`~scvi.dataloaders.DataSplitter` (default 0.9 / rest, shuffled with
-        ``scvi.settings.seed``).
-    batch_size
-        Cells per minibatch (default 128).
-    device
-        Where tensors live when used outside a Lightning trainer; inside one, the
-        trainer's root device (per rank under DDP) is used.
+    Parameters: those of :class:`SplitDataModule`; the tensors live on ``device``.
     """
 
     _iterable = _MinibatchIterable

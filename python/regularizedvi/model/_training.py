@@ -228,7 +228,8 @@ class RegularizedTrainingMixin:
             from regularizedvi.data._backed import BackedDataModule
             from regularizedvi.data._fast_loader import FastDataModule
 
-            _, _, device = parse_device_args(accelerator=accelerator, devices=devices, return_device="torch")
+            _, lightning_devices, device = parse_device_args(accelerator=accelerator, devices=devices,
+                                                             return_device="torch")
             module_cls = FastDataModule if choice == "fast" else BackedDataModule
             datamodule = module_cls(
                 self.adata_manager, train_size=train_size, validation_size=validation_size,
@@ -238,7 +239,7 @@ class RegularizedTrainingMixin:
             monitor = kwargs.get("early_stopping_monitor", "elbo_validation")
             if kwargs.get("early_stopping", early_stopping) and datamodule.n_val == 0 and "valid" in monitor:
                 raise ValueError("Can't run Early Stopping with validation monitor with no validation set")
-            if self._use_lean_loop(loop, choice, accelerator, devices, kwargs):
+            if self._use_lean_loop(loop, choice, devices, lightning_devices, kwargs):
                 return self._train_lean(datamodule, device, max_epochs, early_stopping, plan_kwargs, kwargs)
             kwargs["datamodule"] = datamodule
         elif loop == "lean":
@@ -257,15 +258,13 @@ class RegularizedTrainingMixin:
         )
 
     @staticmethod
-    def _use_lean_loop(loop: str, choice: str, accelerator, devices, kwargs: dict) -> bool:
-        """Whether this run takes the lean loop (raises for an impossible ``loop="lean"``)."""
-        from scvi.model._utils import parse_device_args
-
+    def _use_lean_loop(loop: str, choice: str, devices, lightning_devices, kwargs: dict) -> bool:
+        """Whether this run takes the lean loop (raises for an impossible ``loop="lean"``);
+        ``lightning_devices`` as resolved by scvi-tools' ``parse_device_args``."""
         from regularizedvi.model._lean_loop import unsupported_options
 
         if loop == "lightning":
             return False
-        _, lightning_devices, _ = parse_device_args(accelerator=accelerator, devices=devices, return_device="torch")
         single = lightning_devices in ("auto", 1, "1") or (
             isinstance(lightning_devices, (list, tuple)) and len(lightning_devices) == 1)
         problems = unsupported_options(kwargs)

@@ -94,14 +94,14 @@ def _log_factorial(counts: torch.Tensor) -> torch.Tensor:
     return table[counts.long()]
 
 
-def _group_rows(codes: torch.Tensor, n_groups: int):
-    """``f(values)``: per-cell rows ``values.T[codes]`` of a ``(features, groups)`` tensor.
+def _group_rows(idx: torch.Tensor, n_groups: int):
+    """``f(values)``: per-cell rows ``values.T[idx]`` of a ``(features, groups)`` tensor
+    (``idx``: each cell's group, int64).
 
     One group: a broadcast view. Several: a one-hot product (exact: one nonzero term per
     entry). Both have a dense backward, where indexing would scatter every cell's
     gradient into the same few rows (atomic adds on a GPU contend on them).
     """
-    idx = codes.reshape(-1).long()
     if n_groups == 1:
         return lambda values: values.T.expand(idx.shape[0], -1)
     onehot = nn.functional.one_hot(idx, n_groups).to(torch.get_default_dtype())
@@ -241,9 +241,10 @@ class CountObservationModel(nn.Module):
             log_theta = log_theta + sigma * torch.randn_like(sigma)
         theta = torch.exp(log_theta)
         lgamma_theta = torch.lgamma(theta)
-        per_cell = _group_rows(dispersion_codes, theta.shape[1])
+        groups = dispersion_codes.reshape(-1).long()
+        per_cell = _group_rows(groups, theta.shape[1])
         return CellDispersion(per_cell(theta), per_cell(log_theta), per_cell(lgamma_theta),
-                              dispersion_codes.reshape(-1).long(), theta.T, lgamma_theta.T)
+                              groups, theta.T, lgamma_theta.T)
 
     def theta(self, dispersion_codes: torch.Tensor, sample: bool) -> torch.Tensor:
         """Per-cell inverse dispersion ``(n, F)``."""
