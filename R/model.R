@@ -18,6 +18,10 @@
   for (name in names(.setup_map)) {
     value <- covariates[[name]]
     if (is.null(value)) next
+    if (name == "feature.scaling" && identical(value, FALSE)) {
+      args[[.setup_map[[name]][1]]] <- list()  # off: one factor per gene
+      next
+    }
     if (!is.character(value) || anyNA(value) || !length(value)) {
       stop("`", name, "` must name metadata column(s), got ", deparse(value)[1], ".", call. = FALSE)
     }
@@ -67,7 +71,8 @@
 #' @param ambient Columns whose categories each get an ambient RNA profile.
 #' @param nn.conditioning Columns given to the decoder (technology effects such
 #'   as chemistry).
-#' @param feature.scaling Columns with per-gene multiplicative factors.
+#' @param feature.scaling Columns with per-gene multiplicative factors
+#'   (default: the `nn.conditioning` columns; `FALSE`: one factor per gene).
 #' @param dispersion One column: groups with their own dispersion.
 #' @param library.size One column: groups with their own library-size prior.
 #' @param encoder.covariates Columns also given to the encoder.

@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import data_path, environment, peak_rss_mib, quiet, set_threads, write_json  # noqa: E402
 
 N_HIDDEN, N_LATENT, BATCH_SIZE = 128, 10, 128
+VARIANT_SETUP: dict = {}  # set by --variant (bench/_variants.py): the "regularizedvi+nn" set-up
 
 
 def split_cells(n: int, seed: int, val_fraction: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
@@ -53,11 +54,18 @@ def train_model(kind: str, adata, seed: int, epochs: int, split, batch_key=None,
     import regularizedvi as rv
 
     a = adata.copy()
+    plan_kwargs = {}
     scvi.settings.seed = seed
     set_threads(threads)  # scvi.settings.seed does not touch threads, but be explicit
     if kind == "scvi":
         scvi.model.SCVI.setup_anndata(a, batch_key=batch_key)
         model = scvi.model.SCVI(a, n_hidden=N_HIDDEN, n_latent=N_LATENT)
+    elif VARIANT_SETUP and nn_keys and not encoder_keys:
+        import _variants
+
+        rv.AmbientRegularizedSCVI.setup_anndata(a, **VARIANT_SETUP)
+        model = rv.AmbientRegularizedSCVI(a, n_hidden=N_HIDDEN, n_latent=N_LATENT, **_variants.MODEL_KWARGS)
+        plan_kwargs = dict(_variants.PLAN_KWARGS)
     else:
         rv.AmbientRegularizedSCVI.setup_anndata(
             a, batch_key=batch_key, nn_conditioning_covariate_keys=nn_keys,
@@ -66,12 +74,14 @@ def train_model(kind: str, adata, seed: int, epochs: int, split, batch_key=None,
         model = rv.AmbientRegularizedSCVI(a, n_hidden=N_HIDDEN, n_latent=N_LATENT)
     train_idx, val_idx = split
     start = time.perf_counter()
+    extra = {"plan_kwargs": plan_kwargs} if plan_kwargs else {}
     model.train(
         max_epochs=epochs,
         batch_size=BATCH_SIZE,
         accelerator="cpu",
         enable_progress_bar=False,
         datasplitter_kwargs={"external_indexing": [train_idx, val_idx, np.array([], dtype=int)]},
+        **extra,
     )
     seconds = time.perf_counter() - start
     return model, a, seconds
@@ -284,7 +294,14 @@ def main(argv=None) -> None:
     parser.add_argument("--ambient-min-counts", type=int, default=10,
                         help="keep genes with at least this many counts over all cells")
     parser.add_argument("--tag", default="", help="suffix of the result file names")
+    parser.add_argument("--variant", default=None,
+                        help="exploration: a bench/_variants.py variant of regularizedvi+nn (integration)")
     args = parser.parse_args(argv)
+    if args.variant:
+        import _variants
+
+        VARIANT_SETUP.update(_variants.apply(args.variant, "sample_id"))
+        print("variant:", args.variant, VARIANT_SETUP, flush=True)
     args.seed_list = list(range(args.seed_start, args.seed_start + args.seeds))
     quiet()
     set_threads(args.threads)

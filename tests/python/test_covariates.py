@@ -14,7 +14,25 @@ def test_batch_key_fans_out_to_ambient_dispersion_and_library():
     assert design.dispersion_key == "sample"
     assert design.library_size_key == "sample"
     assert design.nn_conditioning_covariate_keys == ["chem"]
+    assert design.feature_scaling_covariate_keys == ["chem"]  # follows the decoder's keys
     assert design.encoder_covariate_keys == []
+
+
+@pytest.mark.parametrize("off", [[], False])
+def test_feature_scaling_follows_nn_conditioning_unless_turned_off(simulated, off):
+    assert resolve_covariate_design(nn_conditioning_covariate_keys=["a"],
+                                    feature_scaling_covariate_keys=["b"]).feature_scaling_covariate_keys == ["b"]
+    assert resolve_covariate_design(nn_conditioning_covariate_keys=["a"],
+                                    feature_scaling_covariate_keys=off).feature_scaling_covariate_keys == []
+    assert resolve_covariate_design(batch_key="a").feature_scaling_covariate_keys == []
+    adata = simulated.copy()
+    rv.AmbientRegularizedSCVI.setup_anndata(adata, batch_key="batch", nn_conditioning_covariate_keys=["batch"])
+    scaled = rv.AmbientRegularizedSCVI(adata, n_hidden=16, n_latent=4).module.observation
+    assert scaled.feature_scaling_raw.shape == (3, adata.n_vars)
+    rv.AmbientRegularizedSCVI.setup_anndata(adata, batch_key="batch", nn_conditioning_covariate_keys=["batch"],
+                                            feature_scaling_covariate_keys=off)
+    single = rv.AmbientRegularizedSCVI(adata, n_hidden=16, n_latent=4).module.observation
+    assert single.feature_scaling_raw.shape == (1, adata.n_vars)
 
 
 @pytest.mark.parametrize("extra", [{"ambient_covariate_keys": ["a"]}, {"dispersion_key": "a"},

@@ -122,3 +122,43 @@ def test_feature_dropout_rate_scaling_and_repeatability():
     assert drop(x) is x
     with pytest.raises(ValueError, match=r"dropout rate must be in \[0, 1\), not 1.0"):
         FeatureDropout(1.0)
+
+
+def test_covariates_shift_normalised_hidden_units_alike_in_every_cell():
+    from regularizedvi.nn._layers import MLP, one_hot_concat
+
+    torch.manual_seed(0)
+    mlp = MLP(6, 16, n_covariates=3, n_layers=1, n_hidden=16, dropout_rate=0.0,
+              activation=torch.nn.Identity)
+    x = torch.randn(50, 6) * torch.linspace(0.1, 5, 50)[:, None]  # cells of very different scale
+    a = one_hot_concat(torch.zeros(50, 1), [3])
+    b = one_hot_concat(torch.full((50, 1), 2.0), [3])
+    shift = mlp(x, b) - mlp(x, a)
+    weight = mlp.layers[0][1].weight
+    gain = C.COVARIATE_WEIGHT_GAIN
+    # the category's shift is its own weight column (times the gain), the same in every cell ...
+    torch.testing.assert_close(shift, gain * (weight[:, 8] - weight[:, 6]).expand(50, 16))
+    # ... and the cell's own part is LayerNormed: zero mean, unit variance over units
+    own = mlp(x, a) - gain * weight[:, 6]
+    torch.testing.assert_close(own.mean(-1), torch.zeros(50), atol=1e-5, rtol=0)
+    torch.testing.assert_close(own.var(-1, unbiased=False), torch.ones(50), atol=1e-3, rtol=0)
+
+
+def test_covariate_columns_start_like_ordinary_columns_and_learn_faster():
+    from regularizedvi.nn._layers import MLP
+
+    torch.manual_seed(0)
+    mlp = MLP(60, 32, n_covariates=4, n_hidden=32, dropout_rate=0.0)
+    weight = mlp.layers[0][1].weight.detach().clone()
+    bound = 1 / math.sqrt(64)  # torch's Linear init over all 64 inputs
+    assert weight[:, :60].abs().max() <= bound and weight[:, :60].abs().max() > 0.9 * bound
+    effect = C.COVARIATE_WEIGHT_GAIN * weight[:, 60:]
+    assert effect.abs().max() <= bound and effect.abs().max() > 0.8 * bound
+    # one Adam step moves a stored weight by ~lr whatever its role: the effect moves gain x lr
+    opt = torch.optim.Adam(mlp.parameters(), lr=1e-3)
+    x, c = torch.randn(20, 60), torch.nn.functional.one_hot(torch.arange(20) % 4, 4).float()
+    mlp(x, c).pow(2).sum().backward()
+    opt.step()
+    moved = (mlp.layers[0][1].weight.detach() - weight).abs()
+    torch.testing.assert_close(moved[:, 60:].max(), torch.tensor(1e-3), rtol=1e-3, atol=0)
+    assert C.COVARIATE_WEIGHT_GAIN == 3.0

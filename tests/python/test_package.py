@@ -31,6 +31,10 @@ def test_signature_defaults_come_from_constants():
     train = inspect.signature(rv.AmbientRegularizedSCVI.train).parameters
     assert train["early_stopping_min_delta_per_feature"].default == C.EARLY_STOPPING_MIN_DELTA_PER_FEATURE
     assert train["batch_size"].default == C.BATCH_SIZE
+    from regularizedvi.nn._layers import MLP
+
+    assert inspect.signature(MLP.__init__).parameters["covariate_gain"].default == C.COVARIATE_WEIGHT_GAIN
+    assert f"``COVARIATE_WEIGHT_GAIN`` = {C.COVARIATE_WEIGHT_GAIN:g})" in MLP.__doc__
 
 
 def test_docstrings_state_the_same_defaults():

@@ -3,6 +3,9 @@ test_that("setup arguments map to Python names and are checked", {
   expect_identical(args, list(batch_key = "s", nn_conditioning_covariate_keys = list("a", "b")))
   expect_error(regularizedvi:::.setup_args(list(batch = c("a", "b"))), "exactly one column")
   expect_error(regularizedvi:::.setup_args(list(ambient = 3)), "must name metadata column")
+  off <- regularizedvi:::.setup_args(list(nn.conditioning = "a", feature.scaling = FALSE))
+  expect_identical(off$feature_scaling_covariate_keys, list())
+  expect_error(regularizedvi:::.setup_args(list(batch = FALSE)), "must name metadata column")
   cols <- regularizedvi:::.setup_columns(list(layer = "counts", batch_key = "s",
                                               continuous_covariate_keys = list("pct")))
   expect_identical(cols, list(categorical = "s", continuous = "pct"))

@@ -3,6 +3,14 @@
 ``batch_key`` alone fans out to ambient, dispersion and library groups. Purpose-specific
 keys and ``batch_key`` are mutually exclusive. With neither, every component has one
 group (a single background, one dispersion per feature, one library prior).
+
+Feature scaling follows the decoder's covariates unless told otherwise
+(``feature_scaling_covariate_keys=None`` with ``nn_conditioning_covariate_keys`` given:
+the spec's ``t = k``). The spec states this default for the multimodal model; it is used
+for the single-modality model too, because a category that changes the decoder's output
+also needs its per-feature factor there (kang, seeds 0 / 1, this change alone:
+scib-metrics total +0.005 / +0.003, bench/README.md). ``[]`` or ``False`` turns it off
+(one global factor per feature).
 """
 
 from __future__ import annotations
@@ -66,6 +74,8 @@ def resolve_covariate_design(
             raise TypeError(f"{name} takes one obs column name (a string), got {value!r}.")
     if batch_key is not None:
         ambient_covariate_keys, dispersion_key, library_size_key = [batch_key], batch_key, batch_key
+    if feature_scaling_covariate_keys is None:
+        feature_scaling_covariate_keys = nn_conditioning_covariate_keys
     encoder_keys = _as_list(encoder_covariate_keys)
     if encoder_keys:
         warnings.warn(

@@ -171,8 +171,10 @@ class AmbientRegularizedSCVI(
             (ambient) effects to ``batch_key`` / ``ambient_covariate_keys``.
         feature_scaling_covariate_keys
             Columns whose categories get a per-feature multiplicative factor
-            ``softplus(gamma) / 0.7`` with a Gamma(200, 200) prior. Without them one
-            global factor per feature is learned under the same prior.
+            ``softplus(gamma) / 0.7`` with a Gamma(200, 200) prior. ``None`` (default):
+            the ``nn_conditioning_covariate_keys`` (spec ``t = k``: a category that
+            changes the decoder also gets its own factor per feature). ``[]`` or no
+            conditioning keys: one global factor per feature under the same prior.
         dispersion_key
             One column: groups with their own per-feature dispersion.
         library_size_key

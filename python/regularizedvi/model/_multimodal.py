@@ -211,8 +211,9 @@ library_size_key, encoder_covariate_keys, continuous_covariate_keys
             shared by all modalities (each modality has its own parameters per category).
         feature_scaling_covariate_keys
             Columns whose categories get per-feature scaling factors (in the modalities
-            with feature scaling on). When not given but
-            ``nn_conditioning_covariate_keys`` are, those are used (spec: ``t = k``).
+            with feature scaling on). ``None`` (default): the
+            ``nn_conditioning_covariate_keys`` (spec: ``t = k``); ``[]``: one factor per
+            feature.
         """
         setup_method_args = cls._get_setup_method_args(**locals())
         transferring = "source_registry" in kwargs
@@ -220,8 +221,6 @@ library_size_key, encoder_covariate_keys, continuous_covariate_keys
         layers = resolve_layers(layer, list(mapping))
         setup_method_args["setup_args"]["modalities"] = mapping
         check_mudata(mdata, mapping, layers, transferring)
-        if feature_scaling_covariate_keys is None and nn_conditioning_covariate_keys:
-            feature_scaling_covariate_keys = nn_conditioning_covariate_keys
         design = resolve_covariate_design(
             batch_key, ambient_covariate_keys, nn_conditioning_covariate_keys,
             feature_scaling_covariate_keys, dispersion_key, library_size_key,

@@ -1,0 +1,187 @@
+"""Model variants for the integration benchmark (``quality.py --variant NAME``).
+
+Exploration only (never used by the package): a variant either changes the covariate
+set-up or monkeypatches a building block before the model is built. ``apply(name,
+batch_key)`` patches and returns the ``setup_anndata`` keyword arguments for the
+"regularizedvi+nn" model.
+
+Variants:
+  base      batch_key + nn_conditioning_covariate_keys (the documented set-up)
+  hdrop     + dropout also on the encoder's hidden layer, i.e. on the input of the
+            mean / variance heads (dropout before every linear layer of the encoder)
+  nofs      feature scaling off (one factor per feature; the default before 2026-11-26)
+  fs        purpose keys: ambient / dispersion / library / nn and feature scaling per sample
+  obslib    library fixed at the observed total (library encoder bypassed)
+  covpost   decoder: covariates shift the hidden layer after its LayerNorm, not before
+            (the package's behaviour since 2026-11-26: a no-op there; kept to name old results)
+  covpre    the package before that change: covariates concatenated to each layer's input,
+            normalised with it (every MLP)
+  bn        BatchNorm (with affine) instead of LayerNorm in encoder and decoder
+  nolndec   no normalisation layer in the decoder
+  covx<K>   covariate columns of every layer's weight reparametrised as K x a parameter
+            started at 1/K of its value: Adam moves them K times faster
+  wu<N>     KL warm-up over N epochs (default 400)
+  drop<P>   dropout rate P/100 (default 10)
+Variants combine with "+", e.g. ``hdrop+fs``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.distributions import Normal
+
+
+def _hdrop():
+    from regularizedvi import _constants as C
+    from regularizedvi.nn import _encoders as E
+    from regularizedvi.nn._layers import FeatureDropout
+
+    orig_init = E.GaussianEncoder.__init__
+
+    def init(self, *a, **k):
+        orig_init(self, *a, **k)
+        self.head_dropout = FeatureDropout(k.get("dropout_rate", a[5] if len(a) > 5 else C.DROPOUT_RATE))
+
+    def forward(self, x, covariates=None):
+        h = self.head_dropout(self.body(x, covariates))
+        var = torch.exp(self.log_var(h)) + self.var_eps
+        return Normal(self.mean(h), var.sqrt(), validate_args=False)
+
+    E.GaussianEncoder.__init__ = init
+    E.GaussianEncoder.forward = forward
+
+
+def _obslib():
+    from regularizedvi.nn._encoders import LibraryEncoder
+
+    def forward(self, x_log1p, log_total):
+        h = self.body(x_log1p)
+        return Normal(log_total + 0 * self.offset(h), torch.full_like(log_total, 1e-3))
+
+    LibraryEncoder.forward = forward
+
+
+def _covpost():
+    from regularizedvi.nn import _decoders as D
+
+    def forward(self, z, covariates=None):
+        body = self.body
+        h = z
+        for block in body.layers:
+            dropout, linear, norm, act = block
+            x_in = dropout(h)
+            if body.n_covariates:
+                w = linear.weight
+                n_in = w.shape[1] - body.n_covariates
+                pre = norm(x_in @ w[:, :n_in].T + linear.bias) + covariates @ w[:, n_in:].T
+            else:
+                pre = norm(linear(x_in))
+            h = act(pre)
+        return torch.nn.functional.softplus(self.out(h))
+
+    D.SoftplusDecoder.forward = forward
+
+
+def _covpre():
+    from regularizedvi.nn import _layers as L
+
+    def forward(self, x, covariates=None):
+        for block in self.layers:
+            dropout, linear, norm, act = block
+            h = dropout(x)
+            if self.n_covariates:
+                h = torch.cat([h, covariates], dim=-1)
+            x = act(norm(linear(h)))
+        return x
+
+    L.MLP.forward = forward
+
+
+def _covx(k: float):
+    from regularizedvi.nn import _layers as L
+
+    orig_init = L.MLP.__init__
+
+    def init(self, *a, **kw):
+        orig_init(self, *a, **kw)
+        if self.n_covariates:
+            with torch.no_grad():
+                for block in self.layers:
+                    block[1].weight[:, block[1].in_features - self.n_covariates:] /= k
+
+    def forward(self, x, covariates=None):
+        for block in self.layers:
+            dropout, linear, norm, act = block
+            h = dropout(x)
+            if self.n_covariates:
+                n_in = linear.in_features - self.n_covariates
+                w = linear.weight
+                x = act(norm(torch.nn.functional.linear(h, w[:, :n_in], linear.bias))
+                        + covariates @ (k * w[:, n_in:]).T)
+            else:
+                x = act(norm(linear(h)))
+        return x
+
+    L.MLP.__init__ = init
+    L.MLP.forward = forward
+
+
+def _norm(kind: str, where: tuple[str, ...]):
+    from regularizedvi.nn import _decoders as D
+    from regularizedvi.nn import _encoders as E
+
+    def patch(cls):
+        orig = cls.__init__
+
+        def init(self, *a, **k):
+            orig(self, *a, **k)
+            for block in self.body.layers:
+                n = block[1].out_features
+                block[2] = torch.nn.BatchNorm1d(n, momentum=0.01, eps=1e-3) if kind == "bn" else torch.nn.Identity()
+
+        cls.__init__ = init
+
+    if "decoder" in where:
+        patch(D.SoftplusDecoder)
+    if "encoder" in where:
+        patch(E.GaussianEncoder)
+
+
+MODEL_KWARGS: dict = {}  # extra AmbientRegularizedSCVI(...) arguments
+PLAN_KWARGS: dict = {}  # extra plan_kwargs of train()
+
+
+def apply(name: str, batch_key: str) -> dict:
+    setup = {"batch_key": batch_key, "nn_conditioning_covariate_keys": [batch_key]}
+    for part in name.split("+"):
+        if part == "base":
+            pass
+        elif part == "hdrop":
+            _hdrop()
+        elif part == "fs":
+            setup = {
+                "ambient_covariate_keys": [batch_key], "dispersion_key": batch_key,
+                "library_size_key": batch_key, "nn_conditioning_covariate_keys": [batch_key],
+                "feature_scaling_covariate_keys": [batch_key],
+            }
+        elif part == "nofs":
+            setup["feature_scaling_covariate_keys"] = []
+        elif part == "obslib":
+            _obslib()
+        elif part == "covpost":
+            _covpost()
+        elif part == "covpre":
+            _covpre()
+        elif part == "bn":
+            _norm("bn", ("encoder", "decoder"))
+        elif part == "nolndec":
+            _norm("none", ("decoder",))
+        elif part.startswith("covx"):
+            _covx(float(part[4:]))
+        elif part.startswith("wu"):
+            PLAN_KWARGS["n_epochs_kl_warmup"] = int(part[2:])
+        elif part.startswith("drop"):
+            MODEL_KWARGS["dropout_rate"] = int(part[4:]) / 100
+        else:
+            raise SystemExit(f"unknown variant {part!r}; see bench/_variants.py")
+    return setup
