@@ -6,7 +6,9 @@ batch_key)`` patches and returns the ``setup_anndata`` keyword arguments for the
 "regularizedvi+nn" model.
 
 Variants:
-  base      batch_key + nn_conditioning_covariate_keys (the documented set-up)
+  base      batch_key + nn_conditioning_covariate_keys (the documented set-up, with the
+            package's defaults: covariates after the LayerNorm, gain 3, feature scaling
+            per nn-conditioning category)
   hdrop     + dropout also on the encoder's hidden layer, i.e. on the input of the
             mean / variance heads (dropout before every linear layer of the encoder)
   nofs      feature scaling off (one factor per feature; the default before 2026-11-26)
@@ -15,11 +17,11 @@ Variants:
   covpost   decoder: covariates shift the hidden layer after its LayerNorm, not before
             (the package's behaviour since 2026-11-26: a no-op there; kept to name old results)
   covpre    the package before that change: covariates concatenated to each layer's input,
-            normalised with it (every MLP)
+            normalised with it, plain weights (every MLP)
   bn        BatchNorm (with affine) instead of LayerNorm in encoder and decoder
   nolndec   no normalisation layer in the decoder
-  covx<K>   covariate columns of every layer's weight reparametrised as K x a parameter
-            started at 1/K of its value: Adam moves them K times faster
+  covx<K>   covariate columns stored at 1/K of their effect (equalised learning rate,
+            package default K = 3; covx1 = plain weights)
   wu<N>     KL warm-up over N epochs (default 400)
   drop<P>   dropout rate P/100 (default 10)
 Variants combine with "+", e.g. ``hdrop+fs``.
@@ -61,29 +63,10 @@ def _obslib():
     LibraryEncoder.forward = forward
 
 
-def _covpost():
-    from regularizedvi.nn import _decoders as D
-
-    def forward(self, z, covariates=None):
-        body = self.body
-        h = z
-        for block in body.layers:
-            dropout, linear, norm, act = block
-            x_in = dropout(h)
-            if body.n_covariates:
-                w = linear.weight
-                n_in = w.shape[1] - body.n_covariates
-                pre = norm(x_in @ w[:, :n_in].T + linear.bias) + covariates @ w[:, n_in:].T
-            else:
-                pre = norm(linear(x_in))
-            h = act(pre)
-        return torch.nn.functional.softplus(self.out(h))
-
-    D.SoftplusDecoder.forward = forward
-
-
 def _covpre():
     from regularizedvi.nn import _layers as L
+
+    _gain(1.0)
 
     def forward(self, x, covariates=None):
         for block in self.layers:
@@ -97,33 +80,21 @@ def _covpre():
     L.MLP.forward = forward
 
 
-def _covx(k: float):
+def _gain(k: float):
+    """Every MLP built from now on stores its covariate columns at 1/k of their effect."""
     from regularizedvi.nn import _layers as L
 
     orig_init = L.MLP.__init__
 
     def init(self, *a, **kw):
+        kw["covariate_gain"] = k
         orig_init(self, *a, **kw)
-        if self.n_covariates:
-            with torch.no_grad():
-                for block in self.layers:
-                    block[1].weight[:, block[1].in_features - self.n_covariates:] /= k
-
-    def forward(self, x, covariates=None):
-        for block in self.layers:
-            dropout, linear, norm, act = block
-            h = dropout(x)
-            if self.n_covariates:
-                n_in = linear.in_features - self.n_covariates
-                w = linear.weight
-                x = act(norm(torch.nn.functional.linear(h, w[:, :n_in], linear.bias))
-                        + covariates @ (k * w[:, n_in:]).T)
-            else:
-                x = act(norm(linear(h)))
-        return x
 
     L.MLP.__init__ = init
-    L.MLP.forward = forward
+
+
+def _covx(k: float):
+    _gain(k)
 
 
 def _norm(kind: str, where: tuple[str, ...]):
@@ -169,7 +140,7 @@ def apply(name: str, batch_key: str) -> dict:
         elif part == "obslib":
             _obslib()
         elif part == "covpost":
-            _covpost()
+            pass  # the package's behaviour now
         elif part == "covpre":
             _covpre()
         elif part == "bn":
