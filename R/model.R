@@ -69,8 +69,10 @@
 #'   library-size groups at once (typically the sample / 10x channel). Cannot be
 #'   combined with `ambient`, `dispersion`, `library.size`.
 #' @param ambient Columns whose categories each get an ambient RNA profile.
-#' @param nn.conditioning Columns given to the decoder (technology effects such
-#'   as chemistry).
+#' @param nn.conditioning Columns given to the decoder: technology batches
+#'   (chemistry, protocol, site) and samples that differ by more than ambient RNA
+#'   (e.g. `batch = "sample", nn.conditioning = "sample"`, the set-up of the
+#'   integration benchmark). Their categories also get per-gene feature scaling.
 #' @param feature.scaling Columns with per-gene multiplicative factors
 #'   (default: the `nn.conditioning` columns; `FALSE`: one factor per gene).
 #' @param dispersion One column: groups with their own dispersion.
