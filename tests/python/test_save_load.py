@@ -1,6 +1,7 @@
 """Safe save/load with bitwise-identical latents, for both set-up styles."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -63,3 +64,33 @@ def test_save_refuses_to_overwrite(small_trained, tmp_path):
     small_trained.save(tmp_path / "m", overwrite=True, save_anndata=True)
     loaded = rv.AmbientRegularizedSCVI.load(tmp_path / "m")
     assert loaded.adata.n_obs == small_trained.adata.n_obs
+
+
+FORMAT1 = Path(__file__).parent / "data" / "format1_model"
+
+
+def test_model_saved_in_format_1_loads_with_its_own_layer_rules(tmp_path):
+    # written by regularizedvi at commit cd60389 (model file format 1: decoder covariates
+    # concatenated before the LayerNorm, gain 1; feature_scaling_covariate_keys=None meant
+    # one factor per gene) with tests/python/data/make_format1.py
+    adata = rv.simulate_counts(n_cells=300, n_genes=60, n_cell_types=3, n_batches=2, markers_per_type=5, seed=1)
+    saved = np.loadtxt(FORMAT1 / "latent_mean.txt")
+    model = rv.AmbientRegularizedSCVI.load(FORMAT1, adata.copy())
+    assert model.module.observation.feature_scaling_raw.shape == (1, 60)
+    np.testing.assert_allclose(model.get_latent_representation(), saved, rtol=1e-5, atol=1e-6)
+    # saved again, it stays a format-1 model
+    model.save(tmp_path / "again")
+    assert json.loads((tmp_path / "again" / "model.json").read_text())["format"] == 1
+    again = rv.AmbientRegularizedSCVI.load(tmp_path / "again", adata.copy())
+    np.testing.assert_allclose(again.get_latent_representation(), saved, rtol=1e-5, atol=1e-6)
+    # read with today's rules the same weights would mean another decoder
+    description = json.loads((FORMAT1 / "model.json").read_text())
+    description["format"] = 2
+    description["registry"]["setup_args"]["feature_scaling_covariate_keys"] = []
+    (tmp_path / "as2").mkdir()
+    (tmp_path / "as2" / "model.json").write_text(json.dumps(description))
+    (tmp_path / "as2" / "weights.pt").write_bytes((FORMAT1 / "weights.pt").read_bytes())
+    as2 = rv.AmbientRegularizedSCVI.load(tmp_path / "as2", adata.copy())
+    rho_old = model.get_normalized_expression(return_numpy=True)
+    rho_new = as2.get_normalized_expression(return_numpy=True)
+    assert np.abs(rho_old - rho_new).max() > 1e-3

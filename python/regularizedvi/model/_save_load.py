@@ -22,7 +22,28 @@ from regularizedvi.model._query import copy_reference_weights
 MODEL_FILE = "model.json"
 WEIGHTS_FILE = "weights.pt"
 ADATA_FILE = "adata.h5ad"
-FORMAT_VERSION = 1
+# 2: covariates enter each layer after its LayerNorm with COVARIATE_WEIGHT_GAIN, and a
+# single-modality set-up's feature_scaling_covariate_keys=None means the nn-conditioning
+# keys. Format-1 files load with the old rules (their weights mean what they meant).
+FORMAT_VERSION = 2
+
+
+def _use_format(model, description: dict) -> None:
+    """Give a model rebuilt from ``description`` the layer rules of the file's format."""
+    if description.get("format", FORMAT_VERSION) < 2:
+        from regularizedvi.nn._layers import MLP
+
+        for layer in model.module.modules():
+            if isinstance(layer, MLP):
+                layer.use_covariates_before_norm()
+
+
+def _format1_setup_args(description: dict, setup_args: dict, single_modality: bool) -> dict:
+    """Format 1 single-modality files: ``feature_scaling_covariate_keys=None`` meant none."""
+    if single_modality and description.get("format", FORMAT_VERSION) < 2 \
+            and setup_args.get("feature_scaling_covariate_keys") is None:
+        return {**setup_args, "feature_scaling_covariate_keys": []}
+    return setup_args
 
 
 def _to_json(obj):
@@ -82,7 +103,7 @@ class SafeSaveLoadMixin:
         from regularizedvi import __version__
 
         description = {
-            "format": FORMAT_VERSION,
+            "format": getattr(self, "_file_format", FORMAT_VERSION),
             "class": type(self).__name__,
             "regularizedvi_version": __version__,
             "init_kwargs": self._init_kwargs,
@@ -142,9 +163,11 @@ class SafeSaveLoadMixin:
     @classmethod
     def _rebuild(cls, description: dict, adata: AnnData, extend_categories: bool):
         registry = description["registry"]
-        setup_args = dict(registry["setup_args"])
+        setup_args = _format1_setup_args(description, dict(registry["setup_args"]), single_modality=True)
         cls.setup_anndata(adata, source_registry=registry, extend_categories=extend_categories, **setup_args)
-        return cls(adata, **description["init_kwargs"])
+        model = cls(adata, **description["init_kwargs"])
+        _use_format(model, description)
+        return model
 
     @classmethod
     def load(cls, dir_path: str | os.PathLike, adata: AnnData | None = None, accelerator: str = "cpu",
@@ -172,6 +195,7 @@ class SafeSaveLoadMixin:
         model.module.load_state_dict(state)
         model.module.eval()
         model.is_trained_ = description["is_trained"]
+        model._file_format = description.get("format", FORMAT_VERSION)
         if accelerator != "cpu":
             model.to_device(device if device != "auto" else accelerator)
         return model
@@ -191,6 +215,7 @@ class SafeSaveLoadMixin:
             description, state = read_saved_model(reference_model)
         else:
             description = {
+                "format": getattr(reference_model, "_file_format", FORMAT_VERSION),
                 "class": type(reference_model).__name__,
                 "init_kwargs": reference_model._init_kwargs,
                 "registry": reference_model.adata_manager.registry,
@@ -201,6 +226,7 @@ class SafeSaveLoadMixin:
         cls._check_features(cls._feature_names(adata), description["var_names"], "The query")
         model = cls._rebuild(description, adata, extend_categories=True)
         copy_reference_weights(model, description["registry"], state, freeze=freeze)
+        model._file_format = description.get("format", FORMAT_VERSION)
         model._frozen_reference = freeze
         # With no new category there is nothing to learn: the model is the trained reference.
         model.is_trained_ = freeze and not any(p.requires_grad for p in model.module.parameters())

@@ -86,6 +86,9 @@ class MLP(nn.Module):
     ):
         super().__init__()
         self.covariate_gain = float(covariate_gain)
+        # models saved before covariates moved after the norm (model file format 1) run
+        # with the old rule: see use_covariates_before_norm()
+        self.covariates_before_norm = False
         sizes = [n_input] + [n_hidden] * (n_layers - 1) + [n_output]
         self.n_covariates = n_covariates
         self.layers = nn.ModuleList()
@@ -105,7 +108,9 @@ class MLP(nn.Module):
         for block in self.layers:
             dropout, linear, norm, act = block
             h = dropout(x)
-            if self.n_covariates:
+            if self.n_covariates and self.covariates_before_norm:
+                x = act(norm(linear(torch.cat([h, self.covariate_gain * covariates], dim=-1))))
+            elif self.n_covariates:
                 n_in = linear.in_features - self.n_covariates
                 weight = linear.weight
                 pre = norm(nn.functional.linear(h, weight[:, :n_in], linear.bias))
@@ -113,6 +118,11 @@ class MLP(nn.Module):
             else:
                 x = act(norm(linear(h)))
         return x
+
+    def use_covariates_before_norm(self) -> None:
+        """The layers of regularizedvi's model file format 1: covariates concatenated to each
+        layer's input and normalised with it, plain weights (gain 1)."""
+        self.covariates_before_norm, self.covariate_gain = True, 1.0
 
     def covariate_axes(self, prefix: str, registry_key: str) -> dict[str, tuple[int, str, int]]:
         """Covariate columns of each layer's weight (they follow the layer's own inputs)."""
