@@ -176,6 +176,8 @@ class SafeSaveLoadMixin:
 
         The AnnData is registered with the saved set-up (the same categories; an unknown
         category is an error). Latents of the loaded model equal the saved model's bitwise.
+        Files of an earlier model file format (``model.json``'s ``"format"``) load with the
+        layer rules their weights were trained with, and are saved again in that format.
         """
         path = Path(dir_path)
         description, state = read_saved_model(path)
