@@ -122,7 +122,17 @@ MODEL_KWARGS: dict = {}  # extra AmbientRegularizedSCVI(...) arguments
 PLAN_KWARGS: dict = {}  # extra plan_kwargs of train()
 
 
-def apply(name: str, batch_key: str) -> dict:
+BATCH = "__batch__"  # stands for the dataset's batch column in apply()'s set-up
+
+
+def for_key(value, batch_key: str):
+    """A set-up value of apply() with the dataset's batch column filled in."""
+    if isinstance(value, list):
+        return [batch_key if v == BATCH else v for v in value]
+    return batch_key if value == BATCH else value
+
+
+def apply(name: str, batch_key: str = BATCH) -> dict:
     setup = {"batch_key": batch_key, "nn_conditioning_covariate_keys": [batch_key]}
     for part in name.split("+"):
         if part == "base":

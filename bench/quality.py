@@ -63,7 +63,8 @@ def train_model(kind: str, adata, seed: int, epochs: int, split, batch_key=None,
     elif VARIANT_SETUP and nn_keys and not encoder_keys:
         import _variants
 
-        rv.AmbientRegularizedSCVI.setup_anndata(a, **VARIANT_SETUP)
+        setup = {k: _variants.for_key(v, batch_key) for k, v in VARIANT_SETUP.items()}
+        rv.AmbientRegularizedSCVI.setup_anndata(a, **setup)
         model = rv.AmbientRegularizedSCVI(a, n_hidden=N_HIDDEN, n_latent=N_LATENT, **_variants.MODEL_KWARGS)
         plan_kwargs = dict(_variants.PLAN_KWARGS)
     else:
@@ -295,12 +296,12 @@ def main(argv=None) -> None:
                         help="keep genes with at least this many counts over all cells")
     parser.add_argument("--tag", default="", help="suffix of the result file names")
     parser.add_argument("--variant", default=None,
-                        help="exploration: a bench/_variants.py variant of regularizedvi+nn (integration)")
+                        help="exploration: a bench/_variants.py variant of regularizedvi+nn")
     args = parser.parse_args(argv)
     if args.variant:
         import _variants
 
-        VARIANT_SETUP.update(_variants.apply(args.variant, "sample_id"))
+        VARIANT_SETUP.update(_variants.apply(args.variant))
         print("variant:", args.variant, VARIANT_SETUP, flush=True)
     args.seed_list = list(range(args.seed_start, args.seed_start + args.seeds))
     quiet()
