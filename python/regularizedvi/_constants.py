@@ -22,7 +22,7 @@ VAR_EPS = 1e-4  # floor on encoder variances
 # category's weights are pooled over all its cells but would otherwise take most of a
 # 400-epoch run on a small dataset to reach their values, leaving the sample effect in the
 # latent meanwhile (kang, scib-metrics, seeds 0-1: total 0.767 / 0.773 -> 0.789 / 0.790,
-# batch correction and biological conservation both up; bench/README.md).
+# batch correction +0.05, biological conservation within 0.01; bench/README.md).
 COVARIATE_WEIGHT_GAIN = 3.0
 # The library posterior q(log l) starts as a near-point mass at the observed log total:
 # variance LIBRARY_POSTERIOR_INIT_VAR + VAR_EPS (sd ~0.014, about the Poisson precision of

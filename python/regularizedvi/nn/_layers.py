@@ -66,8 +66,8 @@ class MLP(nn.Module):
     shifts each hidden unit by the same amount in every cell, which is what scVI's
     BatchNorm (per unit, over cells) leaves of its injected batch. Normalised together with
     the layer's input, the shift would be re-centred and rescaled by each cell's own
-    statistics, tying the covariate's effect to the cell's state (kang, 3 seeds: batch
-    correction and biological conservation both improve, bench/README.md). The covariate
+    statistics, tying the covariate's effect to the cell's state (kang, seeds 0 / 1, this
+    change alone: scib-metrics total +0.008 / +0.006, bench/README.md). The covariate
     columns are stored at ``1 / covariate_gain`` of their effect (default
     ``COVARIATE_WEIGHT_GAIN`` = 3) so that the optimizer moves them faster.
     """
