@@ -64,20 +64,17 @@ def _obslib():
 
 
 def _covpre():
+    """Every MLP built from now on runs the package's own format-1 rule."""
     from regularizedvi.nn import _layers as L
 
     _gain(1.0)
+    orig_init = L.MLP.__init__
 
-    def forward(self, x, covariates=None):
-        for block in self.layers:
-            dropout, linear, norm, act = block
-            h = dropout(x)
-            if self.n_covariates:
-                h = torch.cat([h, covariates], dim=-1)
-            x = act(norm(linear(h)))
-        return x
+    def init(self, *a, **kw):
+        orig_init(self, *a, **kw)
+        self.use_covariates_before_norm()
 
-    L.MLP.forward = forward
+    L.MLP.__init__ = init
 
 
 def _gain(k: float):
@@ -91,10 +88,6 @@ def _gain(k: float):
         orig_init(self, *a, **kw)
 
     L.MLP.__init__ = init
-
-
-def _covx(k: float):
-    _gain(k)
 
 
 def _norm(kind: str, where: tuple[str, ...]):
@@ -158,7 +151,7 @@ def apply(name: str, batch_key: str = BATCH) -> dict:
         elif part == "nolndec":
             _norm("none", ("decoder",))
         elif part.startswith("covx"):
-            _covx(float(part[4:]))
+            _gain(float(part[4:]))
         elif part.startswith("wu"):
             PLAN_KWARGS["n_epochs_kl_warmup"] = int(part[2:])
         elif part.startswith("drop"):

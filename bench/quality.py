@@ -75,14 +75,13 @@ def train_model(kind: str, adata, seed: int, epochs: int, split, batch_key=None,
         model = rv.AmbientRegularizedSCVI(a, n_hidden=N_HIDDEN, n_latent=N_LATENT)
     train_idx, val_idx = split
     start = time.perf_counter()
-    extra = {"plan_kwargs": plan_kwargs} if plan_kwargs else {}
     model.train(
         max_epochs=epochs,
         batch_size=BATCH_SIZE,
         accelerator="cpu",
         enable_progress_bar=False,
         datasplitter_kwargs={"external_indexing": [train_idx, val_idx, np.array([], dtype=int)]},
-        **extra,
+        plan_kwargs=plan_kwargs or None,
     )
     seconds = time.perf_counter() - start
     return model, a, seconds

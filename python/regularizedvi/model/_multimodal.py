@@ -31,7 +31,7 @@ from regularizedvi.model._multimodal_setup import (
     resolve_layers,
     resolve_modalities,
 )
-from regularizedvi.model._save_load import SafeSaveLoadMixin, _use_format
+from regularizedvi.model._save_load import SafeSaveLoadMixin
 from regularizedvi.model._training import RegularizedTrainingMixin
 from regularizedvi.model._utils import group_log_library_stats, group_mean_profiles, n_cats_per_key
 from regularizedvi.module._multimodal import RegularizedMultimodalVAE, modality_key
@@ -272,9 +272,7 @@ library_size_key, encoder_covariate_keys, continuous_covariate_keys
         registry = description["registry"]
         setup_args = dict(registry["setup_args"])
         cls.setup_mudata(adata, source_registry=registry, extend_categories=extend_categories, **setup_args)
-        model = cls(adata, **description["init_kwargs"])
-        _use_format(model, description)
-        return model
+        return cls(adata, **description["init_kwargs"])
 
     def _n_features_total(self) -> int:
         return int(sum(self.module.observations[m].n_features for m in self.modality_names))

@@ -28,20 +28,17 @@ ADATA_FILE = "adata.h5ad"
 FORMAT_VERSION = 2
 
 
-def _use_format(model, description: dict) -> None:
-    """Give a model rebuilt from ``description`` the layer rules of the file's format."""
-    if description.get("format", FORMAT_VERSION) < 2:
-        from regularizedvi.nn._layers import MLP
+def _module_format(module) -> int:
+    """The file format a module's layers follow: 1 if they run format 1's covariate rule."""
+    from regularizedvi.nn._layers import MLP
 
-        for layer in model.module.modules():
-            if isinstance(layer, MLP):
-                layer.use_covariates_before_norm()
+    legacy = any(isinstance(m, MLP) and m.covariates_before_norm for m in module.modules())
+    return 1 if legacy else FORMAT_VERSION
 
 
-def _format1_setup_args(description: dict, setup_args: dict, single_modality: bool) -> dict:
+def _format1_setup_args(description: dict, setup_args: dict) -> dict:
     """Format 1 single-modality files: ``feature_scaling_covariate_keys=None`` meant none."""
-    if single_modality and description.get("format", FORMAT_VERSION) < 2 \
-            and setup_args.get("feature_scaling_covariate_keys") is None:
+    if description.get("format", FORMAT_VERSION) < 2 and setup_args.get("feature_scaling_covariate_keys") is None:
         return {**setup_args, "feature_scaling_covariate_keys": []}
     return setup_args
 
@@ -103,7 +100,7 @@ class SafeSaveLoadMixin:
         from regularizedvi import __version__
 
         description = {
-            "format": getattr(self, "_file_format", FORMAT_VERSION),
+            "format": _module_format(self.module),
             "class": type(self).__name__,
             "regularizedvi_version": __version__,
             "init_kwargs": self._init_kwargs,
@@ -163,10 +160,20 @@ class SafeSaveLoadMixin:
     @classmethod
     def _rebuild(cls, description: dict, adata: AnnData, extend_categories: bool):
         registry = description["registry"]
-        setup_args = _format1_setup_args(description, dict(registry["setup_args"]), single_modality=True)
+        setup_args = _format1_setup_args(description, dict(registry["setup_args"]))
         cls.setup_anndata(adata, source_registry=registry, extend_categories=extend_categories, **setup_args)
-        model = cls(adata, **description["init_kwargs"])
-        _use_format(model, description)
+        return cls(adata, **description["init_kwargs"])
+
+    @classmethod
+    def _rebuild_saved(cls, description: dict, adata, extend_categories: bool):
+        """:meth:`_rebuild`, with the layer rules of the description's file format."""
+        from regularizedvi.nn._layers import MLP
+
+        model = cls._rebuild(description, adata, extend_categories)
+        if description.get("format", FORMAT_VERSION) < 2:
+            for layer in model.module.modules():
+                if isinstance(layer, MLP):
+                    layer.use_covariates_before_norm()
         return model
 
     @classmethod
@@ -177,7 +184,7 @@ class SafeSaveLoadMixin:
         The AnnData is registered with the saved set-up (the same categories; an unknown
         category is an error). Latents of the loaded model equal the saved model's bitwise.
         Files of an earlier model file format (``model.json``'s ``"format"``) load with the
-        layer rules their weights were trained with, and are saved again in that format.
+        layer rules their weights were trained with, and keep them when saved again.
         """
         path = Path(dir_path)
         description, state = read_saved_model(path)
@@ -185,7 +192,7 @@ class SafeSaveLoadMixin:
         adata = cls._read_adata_for(path, adata)
         cls._check_features(cls._feature_names(adata), description["var_names"], "adata")
         try:
-            model = cls._rebuild(description, adata, extend_categories=False)
+            model = cls._rebuild_saved(description, adata, extend_categories=False)
         except ValueError as error:
             if "categor" not in str(error):
                 raise
@@ -197,7 +204,6 @@ class SafeSaveLoadMixin:
         model.module.load_state_dict(state)
         model.module.eval()
         model.is_trained_ = description["is_trained"]
-        model._file_format = description.get("format", FORMAT_VERSION)
         if accelerator != "cpu":
             model.to_device(device if device != "auto" else accelerator)
         return model
@@ -217,7 +223,7 @@ class SafeSaveLoadMixin:
             description, state = read_saved_model(reference_model)
         else:
             description = {
-                "format": getattr(reference_model, "_file_format", FORMAT_VERSION),
+                "format": _module_format(reference_model.module),
                 "class": type(reference_model).__name__,
                 "init_kwargs": reference_model._init_kwargs,
                 "registry": reference_model.adata_manager.registry,
@@ -226,9 +232,8 @@ class SafeSaveLoadMixin:
             state = {k: v.detach().cpu() for k, v in reference_model.module.state_dict().items()}
         cls._check_description(description)
         cls._check_features(cls._feature_names(adata), description["var_names"], "The query")
-        model = cls._rebuild(description, adata, extend_categories=True)
+        model = cls._rebuild_saved(description, adata, extend_categories=True)
         copy_reference_weights(model, description["registry"], state, freeze=freeze)
-        model._file_format = description.get("format", FORMAT_VERSION)
         model._frozen_reference = freeze
         # With no new category there is nothing to learn: the model is the trained reference.
         model.is_trained_ = freeze and not any(p.requires_grad for p in model.module.parameters())

@@ -109,7 +109,7 @@ class MLP(nn.Module):
             dropout, linear, norm, act = block
             h = dropout(x)
             if self.n_covariates and self.covariates_before_norm:
-                x = act(norm(linear(torch.cat([h, self.covariate_gain * covariates], dim=-1))))
+                x = act(norm(linear(torch.cat([h, covariates], dim=-1))))  # gain 1 there
             elif self.n_covariates:
                 n_in = linear.in_features - self.n_covariates
                 weight = linear.weight
