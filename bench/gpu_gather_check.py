@@ -24,7 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-ROOT = Path(__file__).resolve().parents[1] / "python" / "regularizedvi"
+ROOT = Path(__file__).resolve().parents[1] / "inst" / "python" / "regularizedvi"
 
 
 def load_fast_loader():

@@ -24,11 +24,11 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 stamp=.venv/.regularizedvi-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/setup.sh -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ inst/python/pyproject.toml -nt "$stamp" ] || [ scripts/setup.sh -nt "$stamp" ]; then
   echo "[setup] installing the Python core and test dependencies into .venv"
   .venv/bin/pip install -q --upgrade pip
   # CPU torch from the machine's wheel; for a GPU see README ("GPU").
   .venv/bin/pip install -q 'numpy<2' 'torch==2.13.0'
-  .venv/bin/pip install -q -e '.[test,r]'
+  .venv/bin/pip install -q -e './inst/python[test,r]'
   touch "$stamp"
 fi
