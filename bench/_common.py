@@ -17,6 +17,12 @@ REPO_ROOT = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
 DATA_DIR = REPO_ROOT.parent / "shared" / "data"
 
+# A frozen copy of the Python core (e.g. ``git archive HEAD inst/python/regularizedvi | tar -x
+# -C /tmp/rvsnap`` and REGULARIZEDVI_SRC=/tmp/rvsnap/inst/python) keeps long benchmark runs on
+# one version of the code while the working tree changes.
+if os.environ.get("REGULARIZEDVI_SRC"):
+    sys.path.insert(0, os.environ["REGULARIZEDVI_SRC"])
+
 
 def data_path(name: str) -> Path:
     path = DATA_DIR / name
