@@ -24,6 +24,12 @@ Variants:
             package default K = 3; covx1 = plain weights)
   wu<N>     KL warm-up over N epochs (default 400)
   drop<P>   dropout rate P/100 (default 10)
+  rate<A>_<B>  dispersion-rate hyper-prior lambda ~ Gamma(A, B) instead of Gamma(9, 3)
+            (decimal point written "p": rate1_0p1 = Gamma(1, 0.1))
+  nodisp    no dispersion prior at all (theta a point estimate per feature and group, like
+            scVI's; no posterior sampling)
+  nosamp    dispersion posterior not sampled in training (the prior kept)
+  libvar<K>  library prior variance scale K/10 (default 5 = 0.5)
 Variants combine with "+", e.g. ``hdrop+fs``.
 """
 
@@ -111,6 +117,42 @@ def _norm(kind: str, where: tuple[str, ...]):
         patch(E.GaussianEncoder)
 
 
+def _rate_prior(alpha: float, beta: float):
+    from regularizedvi import _constants as C
+
+    C.DISPERSION_RATE_PRIOR_ALPHA, C.DISPERSION_RATE_PRIOR_BETA = alpha, beta
+
+
+def _nodisp():
+    from regularizedvi.module._observation import CountObservationModel
+
+    orig_disp = CountObservationModel.dispersion
+
+    def dispersion(self, codes, sample):
+        return orig_disp(self, codes, False)
+
+    def dispersion_kl(self):
+        return 0.0 * self.log_theta_mu.sum() + 0.0 * self.log_theta_log_sigma.sum()
+
+    def rate_prior_off(self):
+        return self.dispersion_kl()
+
+    CountObservationModel.dispersion = dispersion
+    CountObservationModel.dispersion_kl = dispersion_kl
+    _rate_prior(1.0, 1e-6)  # ~flat hyper-prior: lambda no longer matters
+
+
+def _nosamp():
+    from regularizedvi.module._observation import CountObservationModel
+
+    orig_disp = CountObservationModel.dispersion
+    CountObservationModel.dispersion = lambda self, codes, sample: orig_disp(self, codes, False)
+
+
+def _num(text: str) -> float:
+    return float(text.replace("p", "."))
+
+
 MODEL_KWARGS: dict = {}  # extra AmbientRegularizedSCVI(...) arguments
 PLAN_KWARGS: dict = {}  # extra plan_kwargs of train()
 
@@ -154,6 +196,17 @@ def apply(name: str, batch_key: str = BATCH) -> dict:
             _gain(float(part[4:]))
         elif part.startswith("wu"):
             PLAN_KWARGS["n_epochs_kl_warmup"] = int(part[2:])
+        elif part.startswith("rate"):
+            a, b = part[4:].split("_")
+            _rate_prior(_num(a), _num(b))
+        elif part == "nodisp":
+            _nodisp()
+        elif part == "nosamp":
+            _nosamp()
+        elif part.startswith("libvar"):
+            from regularizedvi import _constants as C
+
+            C.LIBRARY_PRIOR_VARIANCE_SCALE = int(part[6:]) / 10
         elif part.startswith("drop"):
             MODEL_KWARGS["dropout_rate"] = int(part[4:]) / 100
         else:
