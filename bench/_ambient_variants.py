@@ -15,6 +15,13 @@ tokens applied to the documented model (``AmbientRegularizedSCVI``, ``batch_key=
              amount a_e learned (starts at the init fraction)
   empty      the background's shape (and start) is the measured empty-droplet profile of each
              group (designs that have one; with ``tied`` only the amount is learned)
+  native     background s_e = a_e q_e with q_e the library-weighted mean NATIVE profile
+             (decoder signal rho) of the group's cells, tracked as a running average over
+             minibatches (no gradient through it; starts at the group's mean observed
+             profile): the soup is what the group's cells release; only a_e is learned
+  percell    each cell's background is scaled by c_n = exp(h(x_n)) (a small network on
+             log1p counts, starting at 0) with a LogNormal(0, PERCELL_SD) penalty: a
+             per-cell contamination amount, so that z need not carry it
 """
 
 from __future__ import annotations
@@ -37,12 +44,14 @@ class Spec:
     tied: bool = False
     empty: bool = False
     l1: float = 0.0
+    native: bool = False
+    percell: bool = False
 
     def after_init(self, model, design) -> None:
         from _ambient_designs import mean_profiles
 
         obs = model.module.observation
-        if not (self.tied or self.empty or self.init_fraction != 0.01):
+        if not (self.tied or self.native or self.empty or self.init_fraction != 0.01):
             self._add_l1(model)
             return  # the package's own start
         if self.empty and design.empty_profiles is None:
@@ -58,7 +67,9 @@ class Spec:
             from regularizedvi.nn._decoders import inverse_softplus
 
             dec.out.bias.copy_(inverse_softplus((mean * (1 - frac)).clamp_min(1e-12)))
-        if self.tied:
+        if self.native:
+            _make_native(model, shapes, frac)
+        elif self.tied:
             obs.register_buffer("soup_shape", shapes)
             obs.background_log = nn.Parameter(torch.full((shapes.shape[0], 1), float(np.log(frac))))
 
@@ -77,6 +88,8 @@ class Spec:
         self._add_l1(model)
 
     def _add_l1(self, model) -> None:
+        if self.percell:
+            _make_percell(model)
         if self.l1:
             module = model.module
             weight = self.l1
@@ -92,6 +105,81 @@ class Spec:
 
     def report(self, model, design) -> dict:
         return {"soups": background_matrix(model).numpy() / background_matrix(model).numpy().sum(1, keepdims=True)}
+
+
+NATIVE_MOMENTUM = 0.05
+PERCELL_SD = 0.5
+
+
+def _make_native(model, shapes: torch.Tensor, frac: float) -> None:
+    """Background = a_e x (running mean native profile of group e); see ``native``."""
+    from regularizedvi.nn._layers import one_hot_concat
+
+    obs = model.module.observation
+    obs.register_buffer("soup_shape", shapes.clone())
+    obs.background_log = nn.Parameter(torch.full((shapes.shape[0], 1), float(np.log(frac))))
+    n_cats = obs.n_ambient_cats_per_key
+
+    def background(self_, ambient_codes):
+        s = torch.exp(self_.background_log) * self_.soup_shape
+        return one_hot_concat(ambient_codes, n_cats) @ s
+
+    def mean(self_, rho, library, ambient_codes=None, scaling_codes=None):
+        if self_.training:
+            with torch.no_grad():
+                onehot = one_hot_concat(ambient_codes, n_cats)
+                sums = onehot.T @ (library * rho)
+                seen = onehot.sum(0) > 0
+                new = sums[seen] / sums[seen].sum(-1, keepdim=True)
+                self_.soup_shape[seen] = (1 - NATIVE_MOMENTUM) * self_.soup_shape[seen] + NATIVE_MOMENTUM * new
+        rate = rho + self_.background(ambient_codes)
+        y = self_.feature_scaling(scaling_codes)
+        if y is not None:
+            rate = rate * y
+        return library * rate
+
+    obs.background = types.MethodType(background, obs)
+    obs.mean = types.MethodType(mean, obs)
+
+
+def _make_percell(model) -> None:
+    """Per-cell background scale c_n = exp(h(x_n)), LogNormal(0, PERCELL_SD) penalty."""
+    module = model.module
+    obs = module.observation
+    n_input = module.decoder.out.out_features
+    module.bg_scale_net = nn.Sequential(nn.Linear(n_input, 16), nn.ReLU(), nn.Linear(16, 1))
+    nn.init.zeros_(module.bg_scale_net[2].weight)
+    nn.init.zeros_(module.bg_scale_net[2].bias)
+    orig_inference, orig_generative, orig_loss = module.inference, module.generative, module.loss
+
+    def inference(self_, x, **kw):
+        out = orig_inference(x, **kw)
+        out["log_bg_scale"] = self_.bg_scale_net(torch.log1p(x))
+        return out
+
+    def get_gen_input(tensors, inference_outputs):
+        d = type(module)._get_generative_input(module, tensors, inference_outputs)
+        obs._pending_scale = torch.exp(inference_outputs["log_bg_scale"]) \
+            if "log_bg_scale" in inference_outputs else None
+        return d
+
+    base_background = obs.background
+
+    def background(ambient_codes):
+        s = base_background(ambient_codes)
+        scale = getattr(obs, "_pending_scale", None)
+        return s * scale if scale is not None and scale.shape[0] == s.shape[0] else s
+
+    def loss(self_, tensors, inference_outputs, generative_outputs, **kw):
+        out = orig_loss(tensors, inference_outputs, generative_outputs, **kw)
+        log_c = inference_outputs["log_bg_scale"].squeeze(-1)
+        out.loss = out.loss + (0.5 * log_c**2 / PERCELL_SD**2).mean()
+        return out
+
+    module.inference = types.MethodType(inference, module)
+    module._get_generative_input = get_gen_input
+    module.loss = types.MethodType(loss, module)
+    obs.background = background
 
 
 def background_matrix(model) -> torch.Tensor:
@@ -123,6 +211,10 @@ def build(variant: str) -> Spec:
             spec.l1 = float(m.group(1))
         elif token == "tied":
             spec.tied = True
+        elif token == "native":
+            spec.native = True
+        elif token == "percell":
+            spec.percell = True
         elif token == "empty":
             spec.empty = True
         else:
