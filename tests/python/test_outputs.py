@@ -15,12 +15,19 @@ def test_normalized_expression_rows_sum_to_library_size(trained):
 
 def test_normalized_expression_excludes_background(trained):
     """rho / sum(rho): the ambient term must not leak into the profile."""
+    trained.module.eval()
+    torch.manual_seed(0)  # before the loader's iterator, which draws its seed from torch
     tensors = next(iter(trained._make_data_loader(trained.adata, indices=np.arange(50), shuffle=False)))
-    out = trained._posterior_pass(tensors, give_mean=False)
+    out = trained._posterior_pass(tensors, give_mean=False)[1]
+    rho, mu = out["rho"]["X"], out["mu"]["X"]
+    assert rho.shape == (50, trained.adata.n_vars)
     torch.manual_seed(0)
-    assert out["rho"].shape == (50, trained.adata.n_vars)
-    ne = trained.get_normalized_expression(indices=np.arange(50), gene_list=list(trained.adata.var_names[:10]))
-    assert ne.shape == (50, 10)
+    ne = trained.get_normalized_expression(indices=np.arange(50), return_numpy=True)
+    np.testing.assert_allclose(ne, (rho / rho.sum(-1, keepdim=True)).numpy(), rtol=1e-5)
+    # the background moves the expected counts' profile away from the signal's
+    assert not np.allclose(ne, (mu / mu.sum(-1, keepdim=True)).numpy(), rtol=1e-3)
+    subset = trained.get_normalized_expression(indices=np.arange(50), gene_list=list(trained.adata.var_names[:10]))
+    assert subset.shape == (50, 10)
 
 
 def test_transform_batch_changes_the_decoder_covariate(trained):

@@ -9,7 +9,14 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from regularizedvi.data import align_features
-from regularizedvi.model import AmbientRegularizedSCVI, RegularizedMultimodalVI, plot_modality_attribution
+from regularizedvi.model import (
+    AmbientRegularizedSCVI,
+    RegularizedMultimodalVI,
+    load_model,
+    plot_modality_attribution,
+    read_model_description,
+    set_seed,
+)
 from regularizedvi.simulate import simulate_counts
 from regularizedvi.simulate_multiome import simulate_multiome
 
@@ -22,7 +29,10 @@ __all__ = [
     "align_features",
     "AmbientRegularizedSCVI",
     "RegularizedMultimodalVI",
+    "load_model",
     "plot_modality_attribution",
+    "read_model_description",
+    "set_seed",
     "simulate_counts",
     "simulate_multiome",
     "__version__",

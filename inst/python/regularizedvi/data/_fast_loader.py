@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 
 import lightning.pytorch as pl
 import numpy as np
@@ -79,6 +80,19 @@ def in_memory_bytes(adata_manager) -> int:
     return total
 
 
+def shared_tensor(array: np.ndarray) -> torch.Tensor:
+    """A tensor sharing ``array``'s memory (contiguous: no copy when it already is).
+
+    The user's counts may be read-only (e.g. arrays R hands over through reticulate); they
+    are only ever read here, so torch's warning about non-writable arrays does not apply
+    and is silenced for this call only.
+    """
+    array = np.ascontiguousarray(array)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(array)
+
+
 class _CSRRows:
     """Row gather of a CSR matrix held as three tensors; ``dense(idx)`` densifies rows.
 
@@ -94,9 +108,9 @@ class _CSRRows:
         data = csr.data if csr.data.dtype == np.float32 else csr.data.astype(np.float32)
         self._scipy = sp.csr_matrix((data, csr.indices, csr.indptr), shape=csr.shape, copy=False)
         self._scipy.has_canonical_format = csr.has_canonical_format
-        self.data = torch.from_numpy(np.ascontiguousarray(data))
-        self.indices = torch.from_numpy(np.ascontiguousarray(csr.indices))
-        self.indptr = torch.from_numpy(np.ascontiguousarray(csr.indptr)).long()
+        self.data = shared_tensor(data)
+        self.indices = shared_tensor(csr.indices)
+        self.indptr = shared_tensor(csr.indptr).long()
         self.n_cols = csr.shape[1]
         self.n_rows = csr.shape[0]
         # duplicates (non-canonical CSR) are summed, as scipy's toarray() does
@@ -139,7 +153,7 @@ class _DenseRows:
         values = np.asarray(values)
         if values.ndim == 1:
             values = values[:, None]
-        self.values = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
+        self.values = shared_tensor(np.ascontiguousarray(values, dtype=np.float32))
 
     def to(self, device) -> "_DenseRows":
         self.values = self.values.to(device)

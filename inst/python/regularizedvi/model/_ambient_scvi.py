@@ -4,33 +4,20 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
-import torch
 from anndata import AnnData
-from scvi.data import AnnDataManager
-from scvi.data.fields import CategoricalJointObsField, CategoricalObsField, LayerField, NumericalJointObsField
-from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin, VAEMixin
+from scvi.data.fields import LayerField
 
 from regularizedvi import _constants as C
 from regularizedvi.data import _keys as K
-from regularizedvi.data import check_counts, check_covariates, resolve_covariate_design
-from regularizedvi.model._outputs import ExpressionOutputsMixin
-from regularizedvi.model._save_load import SafeSaveLoadMixin
-from regularizedvi.model._training import RegularizedTrainingMixin
-from regularizedvi.model._utils import count_statistics, n_cats_per_key
+from regularizedvi.data import resolve_covariate_design
+from regularizedvi.model._base import RegularizedModelBase, modality_statistics, register_data
+from regularizedvi.model._utils import check_rate, check_sizes, n_cats_per_key, positive_int
 from regularizedvi.module import RegularizedVAE
 
 logger = logging.getLogger(__name__)
 
 
-class AmbientRegularizedSCVI(
-    SafeSaveLoadMixin,
-    ExpressionOutputsMixin,
-    RegularizedTrainingMixin,
-    VAEMixin,
-    UnsupervisedTrainingMixin,
-    BaseModelClass,
-):
+class AmbientRegularizedSCVI(RegularizedModelBase):
     """Regularized scVI with ambient background, dispersion prior and batch-free decoder.
 
     Model: ``x_ng ~ GammaPoisson(theta_{g,d}, theta_{g,d} / mu_ng)`` with
@@ -80,28 +67,23 @@ class AmbientRegularizedSCVI(
         dropout_rate: float = C.DROPOUT_RATE,
         regularise_background: bool = C.REGULARISE_BACKGROUND,
     ):
+        n_hidden, n_latent = check_sizes(n_hidden, "n_hidden"), check_sizes(n_latent, "n_latent")
+        n_layers, dropout_rate = positive_int(n_layers, "n_layers"), check_rate(dropout_rate, "dropout_rate")
         super().__init__(adata)
         self._init_kwargs = {
             "n_hidden": n_hidden, "n_latent": n_latent, "n_layers": n_layers,
             "dropout_rate": dropout_rate, "regularise_background": regularise_background,
         }
         manager = self.adata_manager
-        counts = manager.get_from_registry(K.X)  # on disk for a backed AnnData: read in row blocks
-        library_codes = np.asarray(manager.get_from_registry(K.LIBRARY)).ravel()
-        n_library_groups = len(manager.get_state_registry(K.LIBRARY).categorical_mapping)
-        ambient_cats = n_cats_per_key(manager, K.AMBIENT)
-        ambient_codes = manager.get_from_registry(K.AMBIENT) if ambient_cats else np.zeros((adata.n_obs, 0))
-        log_means, log_vars, mean_profile, profiles = count_statistics(
-            counts, library_codes, n_library_groups, np.asarray(ambient_codes), ambient_cats)
-        mean_profile = torch.as_tensor(mean_profile, dtype=torch.float32)
+        stats = modality_statistics(manager, K.X)
         continuous = manager.get_state_registry(K.CONTINUOUS).get("columns", []) \
             if K.CONTINUOUS in manager.data_registry else []
-
+        n_dispersion_groups = len(manager.get_state_registry(K.DISPERSION).categorical_mapping)
         self.module = self._module_cls(
-            n_input=self.summary_stats.n_vars,
-            library_log_means=torch.as_tensor(log_means),
-            library_log_vars=torch.as_tensor(log_vars),
-            mean_profile=mean_profile,
+            n_input=stats.n_features,
+            library_log_means=stats.library_log_means,
+            library_log_vars=stats.library_log_vars,
+            mean_profile=stats.mean_profile,
             n_latent=n_latent,
             n_hidden=n_hidden,
             n_layers=n_layers,
@@ -111,16 +93,19 @@ class AmbientRegularizedSCVI(
             n_nn_cats_per_key=n_cats_per_key(manager, K.NN_CONDITIONING),
             n_ambient_cats_per_key=n_cats_per_key(manager, K.AMBIENT),
             n_scaling_cats_per_key=n_cats_per_key(manager, K.FEATURE_SCALING),
-            n_dispersion_groups=len(manager.get_state_registry(K.DISPERSION).categorical_mapping),
+            n_dispersion_groups=n_dispersion_groups,
             regularise_background=regularise_background,
         )
-        self.module.observation.init_background(torch.as_tensor(profiles, dtype=torch.float32))
+        self.module.observation.init_background(stats.ambient_profiles)
         self._model_summary_string = (
             f"AmbientRegularizedSCVI: n_hidden {n_hidden}, n_latent {n_latent}, n_layers {n_layers}, "
             f"ambient groups {n_cats_per_key(manager, K.AMBIENT) or [1]}, "
-            f"dispersion groups {len(manager.get_state_registry(K.DISPERSION).categorical_mapping)}"
+            f"dispersion groups {n_dispersion_groups}"
         )
         self.init_params_ = self._get_init_params(locals())
+
+    def _feature_names_of(self, adata, modality: str):
+        return adata.var_names
 
     def _make_data_loader(self, adata, indices=None, batch_size=None, shuffle=False, data_loader_class=None,
                           **data_loader_kwargs):
@@ -187,7 +172,6 @@ class AmbientRegularizedSCVI(
         Without ``batch_key`` or purpose-specific keys, every component has one group.
         """
         setup_method_args = cls._get_setup_method_args(**locals())
-        transferring = "source_registry" in kwargs
         design = resolve_covariate_design(
             batch_key, ambient_covariate_keys, nn_conditioning_covariate_keys,
             feature_scaling_covariate_keys, dispersion_key, library_size_key,
@@ -199,24 +183,8 @@ class AmbientRegularizedSCVI(
                 "Pass the name of the layer with raw counts, or layer=None for adata.X."
             )
         matrix = adata.X if layer is None else adata.layers[layer]
-        check_counts(matrix, "adata.X" if layer is None else f"adata.layers['{layer}']",
-                     check_empty=not transferring)
-        check_covariates(adata.obs, design.categorical_keys(), "setup_anndata")
-        check_covariates(adata.obs, design.continuous_covariate_keys, "continuous_covariate_keys",
-                         categorical=False)
+        where = "adata.X" if layer is None else f"adata.layers['{layer}']"
         if not (design.ambient_covariate_keys or design.dispersion_key or design.library_size_key):
             logger.info("No batch_key or ambient/dispersion/library keys: one group for each component.")
-
-        fields = [
-            LayerField(K.X, layer, is_count_data=True),
-            CategoricalJointObsField(K.AMBIENT, design.ambient_covariate_keys or None),
-            CategoricalJointObsField(K.NN_CONDITIONING, design.nn_conditioning_covariate_keys or None),
-            CategoricalJointObsField(K.FEATURE_SCALING, design.feature_scaling_covariate_keys or None),
-            CategoricalObsField(K.DISPERSION, design.dispersion_key),
-            CategoricalObsField(K.LIBRARY, design.library_size_key),
-            CategoricalJointObsField(K.ENCODER, design.encoder_covariate_keys or None),
-            NumericalJointObsField(K.CONTINUOUS, design.continuous_covariate_keys or None),
-        ]
-        manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
-        manager.register_fields(adata, **kwargs)
-        cls.register_manager(manager)
+        register_data(cls, adata, [LayerField(K.X, layer, is_count_data=True)], {where: matrix}, design,
+                      setup_method_args, mudata=False, **kwargs)

@@ -175,7 +175,9 @@ class LeanLoop:
                  early_stopping_patience: int = 45, early_stopping_mode: str = "min",
                  early_stopping_warmup_epochs: int = 0, check_val_every_n_epoch: int | None = None,
                  enable_progress_bar: bool = True, max_steps: int | None = None,
-                 cuda_graphs: bool | None = None, **unused):
+                 cuda_graphs: bool | None = None, progress_bar_refresh_rate=None, simple_progress_bar=None):
+        # progress_bar_refresh_rate / simple_progress_bar: Lightning progress-bar styles; the
+        # lean loop has one bar (enable_progress_bar) and accepts them for compatibility
         self.model, self.dm, self.plan, self.device = model, datamodule, plan, torch.device(device)
         self.max_epochs = int(max_epochs)
         self.max_steps = None if max_steps in (None, -1) else int(max_steps)

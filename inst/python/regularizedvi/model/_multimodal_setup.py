@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
 from regularizedvi import _constants as C
-from regularizedvi.data import check_counts
 
 
 def resolve_modalities(mdata, modalities) -> dict[str, str]:
@@ -42,12 +39,10 @@ def resolve_layers(layer, names) -> dict[str, str | None]:
     return {m: layer for m in names}
 
 
-def check_mudata(mdata, mapping: dict[str, str], layers: dict[str, str | None], transferring: bool) -> None:
-    """Clear errors for unpaired cells, empty modalities, non-count data, cells without data.
-
-    Features with zero total counts only warn (subsetting a MuData to a batch often
-    leaves some): they are harmless to the model.
-    """
+def check_mudata(mdata, mapping: dict[str, str], layers: dict[str, str | None]) -> dict[str, object]:
+    """Clear errors for a non-MuData, a backed one, unpaired cells, empty modalities and
+    missing layers. Returns ``{where: counts matrix}`` per modality, for the count checks
+    every model runs (:func:`~regularizedvi.data.check_modalities`)."""
     from mudata import MuData
 
     if not isinstance(mdata, MuData):
@@ -57,7 +52,7 @@ def check_mudata(mdata, mapping: dict[str, str], layers: dict[str, str | None], 
         raise ValueError("RegularizedMultimodalVI needs its data in memory: this MuData is backed (on disk). "
                          "Load it with mudata.read_h5mu(path) (not backed=True); only AmbientRegularizedSCVI "
                          "trains on a backed AnnData.")
-    any_counts = np.zeros(mdata.n_obs, dtype=bool)
+    matrices = {}
     for name, mod in mapping.items():
         adata = mdata.mod[mod]
         if adata.n_obs != mdata.n_obs or not np.array_equal(np.asarray(adata.obs_names),
@@ -75,25 +70,9 @@ def check_mudata(mdata, mapping: dict[str, str], layers: dict[str, str | None], 
         if layer is not None and layer not in adata.layers:
             raise KeyError(f"layer '{layer}' is not in mdata['{mod}'].layers "
                            f"(available: {list(adata.layers.keys())}).")
-        matrix = adata.X if layer is None else adata.layers[layer]
         where = f"mdata['{mod}']." + ("X" if layer is None else f"layers['{layer}']")
-        check_counts(matrix, where, check_empty=False)
-        totals = np.asarray(matrix.sum(axis=1)).ravel()
-        any_counts |= totals > 0
-        if not transferring:
-            feature_totals = np.asarray(matrix.sum(axis=0)).ravel()
-            if (feature_totals == 0).all():
-                raise ValueError(f"{where} is all zeros: no cell has counts in modality '{mod}'.")
-            if (feature_totals == 0).any():
-                n = int((feature_totals == 0).sum())
-                warnings.warn(
-                    f"{n} feature(s) have zero total counts in {where}; they carry no information "
-                    f"(the model learns them as unexpressed). Consider removing them first.",
-                    UserWarning, stacklevel=3,
-                )
-    if not any_counts.all():
-        n = int((~any_counts).sum())
-        raise ValueError(f"{n} cell(s) have zero counts in every modality; remove them before setup.")
+        matrices[where] = adata.X if layer is None else adata.layers[layer]
+    return matrices
 
 
 def per_modality(value, names, default, what: str, cast=None) -> dict:

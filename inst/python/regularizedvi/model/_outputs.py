@@ -1,19 +1,27 @@
-"""What a trained model returns: normalized expression, ambient profile, DE, samples."""
+"""What a trained model returns, for any of its modalities.
+
+One mixin for both model classes: every method takes ``modality=`` (default: the model's
+first modality; the single-modality model has one), so the single and the multimodal
+model give the same outputs by construction. It relies on the module interface of
+:class:`~regularizedvi.module._base.ModalityVAE` and on the model's
+``_feature_names_of(adata, modality)``.
+"""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
+from functools import partial
 
 import numpy as np
 import pandas as pd
 import torch
 from scipy import sparse
-from scvi.model.base import RNASeqMixin
 
 from regularizedvi.data import _keys as K
 
 
-def shape_expression(chunks, library_size, return_mean, return_numpy, adata, indices, columns):
+def shape_expression(chunks, library_size, return_mean, return_numpy, names, columns):
     """Stack per-minibatch draws (samples x cells x features) into the returned value.
 
     The mean over draws when ``return_mean`` (or one draw); an array when asked or when
@@ -24,22 +32,83 @@ def shape_expression(chunks, library_size, return_mean, return_numpy, adata, ind
         values = values.mean(0)
     if return_numpy or values.ndim == 3:
         return values
-    names = adata.obs_names if indices is None else adata.obs_names[np.asarray(indices)]
     return pd.DataFrame(values, index=names, columns=columns)
 
 
-class ExpressionOutputsMixin:
-    """Outputs of a model whose module has ``inference``/``generative``/``observation``."""
+def raw_count_statistics(counts, idx1: np.ndarray, idx2: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-feature summaries of the observed counts of two groups of cells (boolean masks).
 
-    # ------------------------------------------------------------------ internals
+    The columns scvi-tools' DE reports next to its Bayes factors: mean counts
+    (``raw_mean1/2``), fraction of cells with a count (``non_zeros_proportion1/2``) and
+    mean of counts scaled to each cell's total x 1e4 (``raw_normalized_mean1/2``). Sparse
+    counts stay sparse; nothing is written to the AnnData.
+    """
+    out = {}
+    for suffix, idx in (("1", idx1), ("2", idx2)):
+        rows = counts[np.flatnonzero(idx)]
+        n = max(rows.shape[0], 1)
+        totals = np.asarray(rows.sum(axis=1), dtype=np.float64).ravel()
+        scale = 1e4 / np.maximum(totals, 1.0)
+        if sparse.issparse(rows):
+            rows = sparse.csr_matrix(rows)
+            normalized = sparse.diags(scale) @ rows
+            nonzero = np.asarray((rows > 0).sum(axis=0)).ravel()
+        else:
+            rows = np.asarray(rows)
+            normalized = rows * scale[:, None]
+            nonzero = (rows > 0).sum(axis=0)
+        out[f"raw_mean{suffix}"] = np.asarray(rows.sum(axis=0), dtype=np.float64).ravel() / n
+        out[f"non_zeros_proportion{suffix}"] = np.asarray(nonzero, dtype=np.float64).ravel() / n
+        out[f"raw_normalized_mean{suffix}"] = np.asarray(normalized.sum(axis=0), dtype=np.float64).ravel() / n
+    return out
+
+
+def _is_sparse(matrix) -> bool:
+    """In-memory scipy sparse, or a sparse matrix of a backed AnnData."""
+    from anndata.abc import CSCDataset, CSRDataset
+
+    return sparse.issparse(matrix) or isinstance(matrix, (CSRDataset, CSCDataset))
+
+
+class _ModalityCountsView:
+    """An AnnDataManager whose ``X`` is one modality's counts (what scvi-tools' DE reads)."""
+
+    def __init__(self, manager, registry_key: str):
+        self._manager, self._registry_key = manager, registry_key
+
+    def get_from_registry(self, key: str):
+        return self._manager.get_from_registry(self._registry_key if key == K.X else key)
+
+    def __getattr__(self, name):
+        return getattr(self._manager, name)
+
+
+class ModalityOutputsMixin:
+    """Latent, normalized expression, background, dispersion, samples and DE per modality."""
+
+    # ------------------------------------------------------------------ modalities
+    @property
+    def modality_names(self) -> list[str]:
+        """The model's modalities, in latent-slice order (one for the single model)."""
+        return list(self.module.modality_names)
+
+    def _modality(self, modality: str | None) -> str:
+        if modality is None:
+            return self.modality_names[0]
+        if modality not in self.modality_names:
+            raise KeyError(f"modality '{modality}' is not one of this model's modalities {self.modality_names}.")
+        return modality
+
     def _minibatches(self, adata=None, indices=None, batch_size=None):
         adata = self._validate_anndata(adata)
-        loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size,
-                                        shuffle=False)
+        loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size, shuffle=False)
         self.module.eval()
         return adata, loader
 
-    def _nn_codes_for(self, transform_batch) -> int:
+    def _cell_names(self, adata, indices):
+        return adata.obs_names if indices is None else adata.obs_names[np.asarray(indices)]
+
+    def _nn_code_for(self, transform_batch) -> int:
         """Code of category ``transform_batch`` of the first ``nn_conditioning`` column."""
         if K.NN_CONDITIONING not in self.adata_manager.data_registry:
             raise ValueError(
@@ -49,27 +118,60 @@ class ExpressionOutputsMixin:
         state = self.adata_manager.get_state_registry(K.NN_CONDITIONING)
         key = state.field_keys[0]
         mapping = list(state.mappings[key])
-        if isinstance(transform_batch, (int, np.integer)) and transform_batch not in mapping:
+        if transform_batch in mapping:
+            return mapping.index(transform_batch)
+        if isinstance(transform_batch, (int, np.integer)) and 0 <= transform_batch < len(mapping):
             return int(transform_batch)
-        if transform_batch not in mapping:
-            raise ValueError(f"transform_batch '{transform_batch}' is not a category of '{key}': {mapping}.")
-        return mapping.index(transform_batch)
+        raise ValueError(f"transform_batch {transform_batch!r} is not a category of '{key}': {mapping}.")
 
     @torch.inference_mode()
-    def _posterior_pass(self, tensors, give_mean: bool, nn_code: int | None = None) -> dict:
+    def _posterior_pass(self, tensors, give_mean: bool, nn_code: int | None = None) -> tuple[dict, dict]:
+        """``(inference, generative)`` outputs of one minibatch; ``give_mean`` uses the
+        posterior means of ``z`` and the library sizes; ``nn_code`` sets the first decoder
+        covariate of every cell."""
         module = self.module
         inference_outputs = module.inference(**module._get_inference_input(tensors))
         if give_mean:
             inference_outputs = dict(inference_outputs, z=inference_outputs["qz"].loc,
-                                     log_library=inference_outputs["ql"].loc)
+                                     log_library={m: q.loc for m, q in inference_outputs["ql"].items()})
         generative_inputs = module._get_generative_input(tensors, inference_outputs)
         if nn_code is not None:
             covs = generative_inputs["nn_covs"].clone()
             covs[:, 0] = nn_code
             generative_inputs["nn_covs"] = covs
-        return module.generative(**generative_inputs)
+        return inference_outputs, module.generative(**generative_inputs)
 
-    # ------------------------------------------------------------------ public outputs
+    # ------------------------------------------------------------------ latent
+    @torch.inference_mode()
+    def get_latent_representation(self, adata=None, indices=None, give_mean: bool = True,
+                                  batch_size: int | None = None, modality: str | None = None) -> np.ndarray:
+        """Latent representation, cells x dimensions: the posterior mean (or one draw with
+        ``give_mean=False``).
+
+        With ``modality`` (multimodal model): that modality's own latent. Concatenation:
+        its slice of the joint latent; weighted_mean: its own posterior before mixing;
+        single_encoder has no per-modality latent (error). The single model's only
+        modality is its whole latent.
+        """
+        name = None if modality is None else self._modality(modality)
+        mode = getattr(self.module, "latent_mode", None)
+        if name is not None and mode == "single_encoder":
+            raise ValueError("latent_mode='single_encoder' has one shared latent and no per-modality "
+                             "latents; use get_latent_representation() or get_weighted_latent().")
+        _, loader = self._minibatches(adata, indices, batch_size)
+        parts = []
+        for tensors in loader:
+            out = self.module.inference(**self.module._get_inference_input(tensors))
+            q = out["qz"]
+            if name is not None and mode == "weighted_mean":
+                q = out["qz_per_modality"][name]
+            elif name is not None and mode == "concatenation":
+                a, b = self.module.latent_slices[name]
+                q = torch.distributions.Normal(q.loc[:, a:b], q.scale[:, a:b])
+            parts.append((q.loc if give_mean else q.sample()).cpu().numpy())
+        return np.concatenate(parts)
+
+    # ------------------------------------------------------------------ expression
     @torch.inference_mode()
     def get_normalized_expression(
         self,
@@ -83,56 +185,59 @@ class ExpressionOutputsMixin:
         return_mean: bool = True,
         return_numpy: bool | None = None,
         n_samples_overall: int | None = None,
-        **unused,
+        modality: str | None = None,
     ):
-        """Denoised expression profile of the biological signal, per cell.
+        """Denoised expression profile of the biological signal, per cell, of one modality.
 
-        ``rho_n / sum_g rho_ng * library_size``: the decoder's signal normalized over all
-        features, with the ambient background and the technical feature scaling left out.
-        Each row (over all features) sums to ``library_size`` (default 1). ``n_samples``
-        draws of the latent posterior are averaged when ``return_mean``; with
-        ``n_samples=1`` a single draw is used (as in scvi-tools, which differential
+        ``rho_n / sum_f rho_nf * library_size``: the decoder's signal normalized over all
+        the modality's features, with the ambient background and the technical feature
+        scaling left out. Each row (over all features) sums to ``library_size`` (default
+        1). ``n_samples`` draws of the latent posterior are averaged when ``return_mean``;
+        with ``n_samples=1`` a single draw is used (as in scvi-tools, which differential
         expression relies on). ``transform_batch`` sets the first
         ``nn_conditioning_covariate_keys`` column to that category for every cell (a
-        list: the average over categories).
+        list: the average over categories). ``gene_list``: the features (genes, peaks,
+        proteins) to return.
 
         ``n_samples_overall`` draws that many cells (with replacement) from ``indices``,
         one posterior sample each, as scvi-tools' differential expression expects.
 
-        Returns a cells x genes DataFrame, or an array (``return_numpy=True``; with
-        ``n_samples > 1`` and ``return_mean=False`` of shape samples x cells x genes).
+        Returns a cells x features DataFrame, or an array (``return_numpy=True``; with
+        ``n_samples > 1`` and ``return_mean=False`` of shape samples x cells x features).
         """
+        name = self._modality(modality)
         if n_samples_overall is not None:
             pool = np.arange(self._validate_anndata(adata).n_obs) if indices is None else np.asarray(indices)
             indices = np.random.choice(pool, n_samples_overall)
         adata, loader = self._minibatches(adata, indices, batch_size)
-        genes = np.asarray(adata.var_names)
-        gene_mask = slice(None) if gene_list is None else np.isin(genes, list(gene_list))
+        features = np.asarray(self._feature_names_of(adata, name))
+        mask = slice(None) if gene_list is None else np.isin(features, list(gene_list))
         categories = transform_batch if isinstance(transform_batch, (list, tuple)) else [transform_batch]
-        codes = [None if c is None else self._nn_codes_for(c) for c in categories]
+        codes = [None if c is None else self._nn_code_for(c) for c in categories]
         chunks = []
         for tensors in loader:
             draws = []
             for _ in range(n_samples):
                 per_category = []
                 for code in codes:
-                    rho = self._posterior_pass(tensors, give_mean=False, nn_code=code)["rho"]
+                    rho = self._posterior_pass(tensors, give_mean=False, nn_code=code)[1]["rho"][name]
                     per_category.append(rho / rho.sum(-1, keepdim=True))
-                draws.append(torch.stack(per_category).mean(0)[..., gene_mask].cpu().numpy())
+                draws.append(torch.stack(per_category).mean(0)[..., mask].cpu().numpy())
             chunks.append(np.stack(draws))
-        return shape_expression(chunks, library_size, return_mean, return_numpy, adata, indices,
-                                genes[gene_mask])
+        return shape_expression(chunks, library_size, return_mean, return_numpy,
+                                self._cell_names(adata, indices), features[mask])
 
-    def get_ambient_profile(self, normalize: bool = True) -> pd.DataFrame:
+    def get_ambient_profile(self, normalize: bool = True, modality: str | None = None) -> pd.DataFrame:
         """Learned additive background per feature (rows) and ambient category (columns).
 
         With ``normalize`` each column sums to 1 (a profile comparable to an empty-droplet
-        soup profile); otherwise values are per-cell fractions ``s_{e,g}`` of the library.
+        soup profile); otherwise values are per-cell fractions ``s_{e,f}`` of the library.
         With several ambient keys there is one column per key and category.
         """
-        observation = self.module.observation
+        name = self._modality(modality)
+        observation = self.module.observation_of(name)
         if not observation.use_background:
-            raise ValueError("This model has no additive background.")
+            raise ValueError(f"Modality '{name}' of this model has no additive background.")
         values = torch.exp(observation.background_log).detach().cpu().numpy().T
         if normalize:
             values = values / values.sum(0, keepdims=True)
@@ -140,67 +245,95 @@ class ExpressionOutputsMixin:
         if K.AMBIENT in self.adata_manager.data_registry:
             state = self.adata_manager.get_state_registry(K.AMBIENT)
             keys = list(state.field_keys)
-            columns = [
-                (str(c) if len(keys) == 1 else f"{key}={c}")
-                for key in keys for c in state.mappings[key]
-            ]
-        return pd.DataFrame(values, index=self.adata.var_names, columns=columns)
+            columns = [(str(c) if len(keys) == 1 else f"{key}={c}") for key in keys for c in state.mappings[key]]
+        return pd.DataFrame(values, index=self._feature_names_of(self.adata, name), columns=columns)
 
-    def get_dispersion(self) -> pd.DataFrame:
+    def get_dispersion(self, modality: str | None = None) -> pd.DataFrame:
         """Posterior median inverse dispersion ``theta`` per feature and dispersion group."""
-        theta = torch.exp(self.module.observation.log_theta_mu).detach().cpu().numpy()
+        name = self._modality(modality)
+        theta = torch.exp(self.module.observation_of(name).log_theta_mu).detach().cpu().numpy()
         groups = self.adata_manager.get_state_registry(K.DISPERSION).categorical_mapping
-        return pd.DataFrame(theta, index=self.adata.var_names, columns=[str(g) for g in groups])
+        return pd.DataFrame(theta, index=self._feature_names_of(self.adata, name),
+                            columns=[str(g) for g in groups])
 
     @torch.inference_mode()
-    def get_ambient_corrected_counts(self, adata=None, indices=None, batch_size: int | None = None):
+    def get_ambient_corrected_counts(self, adata=None, indices=None, batch_size: int | None = None,
+                                     modality: str | None = None):
         """Observed counts with the expected ambient share removed: ``x * rho / (rho + s)``.
 
         Uses the posterior mean of each cell. Zeros stay zeros: a sparse input gives a
         sparse CSR result of the same pattern (float32), a dense input a dense array.
+        A modality without background comes back unchanged (as float32).
         """
+        name = self._modality(modality)
         adata, loader = self._minibatches(adata, indices, batch_size)
-        observation = self.module.observation
+        observation = self.module.observation_of(name)
+        key = self.module.counts_key(name)
         parts = []
         for tensors in loader:
-            rho = self._posterior_pass(tensors, give_mean=True)["rho"]
-            background = observation.background(tensors.get(K.AMBIENT))
+            rho = self._posterior_pass(tensors, give_mean=True)[1]["rho"][name]
+            background = observation.background(self.module._to(tensors.get(K.AMBIENT)))
             share = rho / (rho + background) if background is not None else torch.ones_like(rho)
-            x = tensors[K.X].to(share.device)
+            x = tensors[key].to(share.device)
             parts.append(sparse.csr_matrix((x * share).cpu().numpy().astype(np.float32)))
         result = sparse.vstack(parts, format="csr")
-        source = self.adata_manager.get_from_registry(K.X)
-        return result if sparse.issparse(source) else result.toarray()
+        source = self.get_anndata_manager(adata, required=True).get_from_registry(key)
+        return result if _is_sparse(source) else result.toarray()
 
     @torch.inference_mode()
     def posterior_predictive_sample(self, adata=None, indices=None, n_samples: int = 1,
-                                    batch_size: int | None = None) -> np.ndarray:
-        """Counts drawn from the posterior predictive: cells x genes (x n_samples if > 1)."""
+                                    batch_size: int | None = None, modality: str | None = None) -> np.ndarray:
+        """Counts of one modality drawn from the posterior predictive: cells x features
+        (x n_samples if > 1)."""
+        name = self._modality(modality)
         adata, loader = self._minibatches(adata, indices, batch_size)
         chunks = []
         for tensors in loader:
             draws = []
             for _ in range(n_samples):
-                out = self._posterior_pass(tensors, give_mean=False)
-                rate = torch.distributions.Gamma(out["theta"], out["theta"] / out["mu"].clamp_min(1e-8)).sample()
+                out = self._posterior_pass(tensors, give_mean=False)[1]
+                theta, mu = out["theta"][name], out["mu"][name]
+                rate = torch.distributions.Gamma(theta, theta / mu.clamp_min(1e-8)).sample()
                 draws.append(torch.poisson(rate).cpu().numpy())
             chunks.append(np.stack(draws, -1))
         samples = np.concatenate(chunks, 0)
         return samples[..., 0] if n_samples == 1 else samples
 
-    def differential_expression(self, adata=None, groupby=None, group1=None, group2=None,
-                                idx1=None, idx2=None, mode="change", delta=0.25,
-                                batch_size=None, batch_correction=False, **kwargs) -> pd.DataFrame:
-        """Bayesian differential expression on the normalized expression (scvi-tools' engine).
+    # ------------------------------------------------------------------ differential expression
+    def differential_expression(self, adata=None, groupby=None, group1=None, group2=None, idx1=None,
+                                idx2=None, mode: str = "change", delta: float = 0.25,
+                                batch_size: int | None = None, all_stats: bool = True,
+                                batch_correction: bool = False, fdr_target: float = 0.05,
+                                silent: bool = True, modality: str | None = None, **kwargs) -> pd.DataFrame:
+        """Bayesian differential expression of one modality with scvi-tools' engine.
 
-        ``mode="change"`` (default; Boyeau et al.) tests ``|LFC| > delta``; ``"vanilla"``
-        (Lopez et al.) compares means. Other arguments as in
-        :meth:`scvi.model.SCVI.differential_expression`. ``batch_correction`` is not
-        available: this model's decoder has no batch to marginalise over.
+        Compares :meth:`get_normalized_expression` of two groups of cells (``groupby`` /
+        ``group1`` / ``group2``, or index arrays ``idx1`` / ``idx2``). ``mode="change"``
+        (default; Boyeau et al.) gives the probability that ``|LFC| > delta``,
+        ``"vanilla"`` (Lopez et al.) compares means. With ``all_stats`` the observed
+        counts' summaries of both groups are added (:func:`raw_count_statistics`).
+        Further keywords (``n_samples``, ``pseudocounts``, ...) go to scvi-tools'
+        ``DifferentialComputation.get_bayes_factors``. ``batch_correction`` is not
+        available: the decoder has no batch to marginalise over (use ``transform_batch``
+        of :meth:`get_normalized_expression` for decoder covariates).
         """
+        from scvi.model.base._de_core import _de_core
+
         if batch_correction:
             raise ValueError("batch_correction=True is not supported: the decoder is batch-free.")
-        return RNASeqMixin.differential_expression(
-            self, adata=adata, groupby=groupby, group1=group1, group2=group2, idx1=idx1, idx2=idx2,
-            mode=mode, delta=delta, batch_size=batch_size, batch_correction=False, **kwargs,
-        )
+        name = self._modality(modality)
+        adata = self._validate_anndata(adata)
+        key = self.module.counts_key(name)
+        manager = _ModalityCountsView(self.get_anndata_manager(adata, required=True), key)
+        model_fn = partial(self.get_normalized_expression, return_numpy=True, n_samples=1,
+                           batch_size=batch_size, modality=name)
+
+        def stats_fn(view, cells1, cells2):
+            return raw_count_statistics(view.get_from_registry(K.X), cells1, cells2)
+
+        with warnings.catch_warnings():
+            # pandas' FutureWarning on Index.format, raised inside scvi-tools' DE on every call
+            warnings.filterwarnings("ignore", message=".*Index.format is deprecated.*", category=FutureWarning)
+            return _de_core(manager, model_fn, None, groupby, group1, group2, idx1, idx2, all_stats,
+                            stats_fn, pd.Index(self._feature_names_of(adata, name)), mode, None, None, delta,
+                            False, fdr_target, silent, **kwargs)

@@ -68,15 +68,57 @@ def _from_json(obj):
     return obj
 
 
+_DESCRIPTION_KEYS = ("class", "init_kwargs", "registry", "var_names")
+
+
+def read_model_description(dir_path: str | os.PathLike) -> dict:
+    """The parsed ``model.json`` of a saved model folder; a clear ``ValueError`` naming the
+    file when it is missing, damaged or not a regularizedvi model description."""
+    path = Path(dir_path)
+    file = path / MODEL_FILE
+    if not file.exists():
+        raise FileNotFoundError(f"No {MODEL_FILE} in '{path}': is this a folder written by model.save()?")
+    try:
+        description = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(
+            f"'{file}' is damaged or not a regularizedvi model description (it is not valid JSON: "
+            f"{err.__class__.__name__} at {getattr(err, 'pos', '?')}). Save the model again, or restore "
+            "the folder from a copy."
+        ) from None
+    missing = [k for k in _DESCRIPTION_KEYS if not isinstance(description, dict) or k not in description]
+    if missing:
+        raise ValueError(f"'{file}' is not a regularizedvi model description: it lacks {missing}. "
+                         "Is this a folder written by model.save()?")
+    description["registry"] = _from_json(description["registry"])
+    return description
+
+
+def read_weights(dir_path: str | os.PathLike) -> dict:
+    """The tensors of ``weights.pt``, read with ``torch.load(weights_only=True)``: a file that
+    holds anything but tensors (a pickle with code) is refused, not run."""
+    file = Path(dir_path) / WEIGHTS_FILE
+    if not file.exists():
+        raise FileNotFoundError(f"No {WEIGHTS_FILE} in '{Path(dir_path)}': the saved model is incomplete.")
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises RuntimeError / UnpicklingError / EOFError / ... here
+        reason = str(err).splitlines()[0] if str(err) else err.__class__.__name__
+        safe = "Weights only load failed" in str(err) or err.__class__.__name__ == "UnpicklingError"
+        what = ("it holds objects other than tensors, which regularizedvi never writes and does not load"
+                if safe else f"it cannot be read ({err.__class__.__name__}: {reason[:120]})")
+        raise ValueError(
+            f"'{file}' is damaged or not written by regularizedvi: {what}. Save the model again, or "
+            "restore the folder from a copy."
+        ) from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"'{file}' is not a regularizedvi weights file (expected a dict of tensors).")
+    return state
+
+
 def read_saved_model(dir_path: str | os.PathLike) -> tuple[dict, dict]:
     """Read ``(description, state_dict)`` from a saved model folder, executing no code."""
-    path = Path(dir_path)
-    if not (path / MODEL_FILE).exists():
-        raise FileNotFoundError(f"No {MODEL_FILE} in '{path}': is this a folder written by model.save()?")
-    description = json.loads((path / MODEL_FILE).read_text())
-    description["registry"] = _from_json(description["registry"])
-    state = torch.load(path / WEIGHTS_FILE, map_location="cpu", weights_only=True)
-    return description, state
+    return read_model_description(dir_path), read_weights(dir_path)
 
 
 class SafeSaveLoadMixin:
@@ -201,7 +243,13 @@ class SafeSaveLoadMixin:
                 "new batches or samples, map them with load_query_data(adata, model_dir) and train "
                 "the query model."
             ) from error
-        model.module.load_state_dict(state)
+        try:
+            model.module.load_state_dict(state)
+        except RuntimeError as err:
+            raise ValueError(
+                f"The weights in '{path / WEIGHTS_FILE}' do not fit the model described by its "
+                f"{MODEL_FILE} ({str(err).splitlines()[0][:200]}): the folder is damaged or mixes two models."
+            ) from None
         model.module.eval()
         model.is_trained_ = description["is_trained"]
         if accelerator != "cpu":
@@ -239,3 +287,17 @@ class SafeSaveLoadMixin:
         model.is_trained_ = freeze and not any(p.requires_grad for p in model.module.parameters())
         model.module.eval()
         return model
+
+
+def load_model(dir_path: str | os.PathLike, adata=None, **kwargs):
+    """Load a saved model whatever its class (``model.json`` says which): an
+    :class:`AmbientRegularizedSCVI` for an AnnData, a :class:`RegularizedMultimodalVI` for a
+    MuData. ``kwargs`` as in the class's ``load``."""
+    from regularizedvi.model import AmbientRegularizedSCVI, RegularizedMultimodalVI
+
+    classes = {c.__name__: c for c in (AmbientRegularizedSCVI, RegularizedMultimodalVI)}
+    name = read_model_description(dir_path)["class"]
+    if name not in classes:
+        raise ValueError(f"'{Path(dir_path) / MODEL_FILE}' describes a {name!r}, not a regularizedvi model "
+                         f"({', '.join(classes)}).")
+    return classes[name].load(dir_path, adata, **kwargs)

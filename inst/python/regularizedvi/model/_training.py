@@ -11,6 +11,7 @@ from scvi.train._trainingplans import _compute_kl_weight
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from regularizedvi import _constants as C
+from regularizedvi.model._utils import positive_int
 
 logger = logging.getLogger(__name__)
 DATA_LOADERS = ("auto", "fast", "backed", "scvi")
@@ -124,6 +125,22 @@ class RegularizedTrainingPlan(TrainingPlan):
         return config
 
 
+def check_accelerator(accelerator) -> None:
+    """A clear error for a GPU request PyTorch cannot serve (Lightning's says only "No
+    supported gpu backend found!")."""
+    name = str(accelerator).lower()
+    if name in ("gpu", "cuda") and not torch.cuda.is_available():
+        build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+        raise ValueError(
+            f"accelerator={accelerator!r} was requested, but PyTorch {torch.__version__} ({build}) sees no "
+            "CUDA GPU on this machine. Use accelerator='cpu' (or 'auto', which takes a GPU when there is "
+            "one), or install a CUDA build of torch on a machine with an NVIDIA GPU (README, 'GPU')."
+        )
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"accelerator={accelerator!r} was requested, but PyTorch sees no Apple GPU (MPS); "
+                         "use accelerator='cpu' or 'auto'.")
+
+
 class RegularizedTrainingMixin:
     """Adds the auto-scaled early-stopping threshold and query-mapping defaults."""
 
@@ -202,6 +219,10 @@ class RegularizedTrainingMixin:
             Other arguments of :meth:`scvi.model.base.UnsupervisedTrainingMixin.train`
             and of the Lightning trainer.
         """
+        if max_epochs is not None:
+            max_epochs = positive_int(max_epochs, "max_epochs")
+        batch_size = positive_int(batch_size, "batch_size")
+        check_accelerator(accelerator)
         kwargs.setdefault(
             "early_stopping_min_delta", self._n_features_total() * early_stopping_min_delta_per_feature
         )
@@ -277,10 +298,12 @@ class RegularizedTrainingMixin:
         return not problems
 
     def _train_lean(self, datamodule, device, max_epochs, early_stopping, plan_kwargs, kwargs):
-        from regularizedvi.model._lean_loop import LeanLoop
+        from regularizedvi.model._lean_loop import LEAN_OPTIONS, LeanLoop
 
         plan = self._training_plan_cls(self.module, **plan_kwargs)
-        LeanLoop(self, datamodule, plan, device, max_epochs, early_stopping=early_stopping, **kwargs).run()
+        # Lightning options left at None mean "not used": they do not reach the lean loop
+        options = {k: v for k, v in kwargs.items() if k in LEAN_OPTIONS or v is not None}
+        LeanLoop(self, datamodule, plan, device, max_epochs, early_stopping=early_stopping, **options).run()
         self.training_loop_used = "lean"
         logger.info("Training loop: lean%s.", " with CUDA graphs" if torch.device(device).type == "cuda" else "")
 

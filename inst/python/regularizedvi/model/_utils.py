@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import numbers
+
 import numpy as np
 import scipy.sparse as sp
 from scvi.data import AnnDataManager
@@ -102,12 +105,14 @@ def group_mean_profiles(counts, codes: np.ndarray, n_cats_per_key: list[int]) ->
 
 def count_statistics(counts, library_codes: np.ndarray, n_library_groups: int, ambient_codes: np.ndarray,
                      ambient_cats: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """A model's initial statistics from its counts, read row block by row block.
+    """A modality's initial statistics from its counts, read row block by row block.
 
     Returns ``(library log means, library log variances, mean profile, ambient mean
-    profiles)`` as :func:`group_log_library_stats`, the normalised feature totals and
-    :func:`group_mean_profiles` give them. An on-disk (backed) matrix is read in blocks of
-    ``C.BACKED_BLOCK_ROWS`` rows, never whole; an in-memory one is a single block.
+    profiles)`` as :func:`log_library_stats`, the normalised feature totals and
+    :func:`profiles_from_sums` give them, over the cells that have the modality (a
+    non-zero row; the others add nothing to the sums and are left out of the library
+    statistics and of the category sizes). An on-disk (backed) matrix is read in blocks of
+    ``C.BACKED_BLOCK_ROWS`` rows, never whole; an in-memory one is a single block (no copy).
     """
     from regularizedvi.data._backed import row_blocks
 
@@ -117,7 +122,51 @@ def count_statistics(counts, library_codes: np.ndarray, n_library_groups: int, a
         totals.append(row_totals(block))
         block_overall, block_per_category = feature_sums(block, ambient_codes[start:stop], ambient_cats)
         overall, per_category = overall + block_overall, per_category + block_per_category
-    log_means, log_vars = log_library_stats(np.concatenate(totals), np.asarray(library_codes).ravel(),
+    totals = np.concatenate(totals)
+    has = totals > 0
+    log_means, log_vars = log_library_stats(totals[has], np.asarray(library_codes).ravel()[has],
                                             n_library_groups)
-    profiles = profiles_from_sums(overall, per_category, category_sizes(ambient_codes, ambient_cats))
+    profiles = profiles_from_sums(overall, per_category, category_sizes(ambient_codes[has], ambient_cats))
     return log_means, log_vars, overall / max(overall.sum(), 1.0), profiles
+
+
+def positive_int(value, name: str, minimum: int = 1) -> int:
+    """``value`` as an int >= ``minimum``; a float, bool or string is an error, not rounded."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        if isinstance(value, numbers.Real) and float(value).is_integer():
+            value = int(value)
+        else:
+            raise TypeError(f"{name} must be a whole number >= {minimum}, got {value!r}.")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}.")
+    return int(value)
+
+
+def check_rate(value, name: str) -> float:
+    """A dropout rate in [0, 1)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= float(value) < 1:
+        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}.")
+    return float(value)
+
+
+def check_sizes(value, name: str, names: list[str] | None = None) -> int | dict:
+    """A positive int, or (``names`` given) a dict of positive ints per modality."""
+    if isinstance(value, dict):
+        if names is None:
+            raise TypeError(f"{name} takes one whole number, got a dict.")
+        return {m: positive_int(v, f"{name}[{m!r}]") for m, v in value.items()}
+    return positive_int(value, name)
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and torch as scvi-tools does (``scvi.settings.seed = seed``),
+    without Lightning's "Seed set to" line (the R functions call this on every fit)."""
+    import scvi
+
+    seed_log = logging.getLogger("lightning.fabric.utilities.seed")
+    level = seed_log.level
+    seed_log.setLevel(logging.WARNING)
+    try:
+        scvi.settings.seed = positive_int(seed, "seed", minimum=0)
+    finally:
+        seed_log.setLevel(level)

@@ -1,10 +1,11 @@
 """Multimodal regularized VAE: one encoder, decoder and observation model per modality.
 
-Built from the single-modality parts: :class:`~regularizedvi.nn.GaussianEncoder`,
-:class:`~regularizedvi.nn.LibraryEncoder`, :class:`~regularizedvi.nn.SoftplusDecoder` and
-:class:`~regularizedvi.module.CountObservationModel`. Every decoder reads the whole joint
-latent ``z``; how ``z`` is formed depends on ``latent_mode`` (see
-:class:`RegularizedMultimodalVAE`).
+Built from the same parts as the single-modality module (:class:`~regularizedvi.nn.GaussianEncoder`,
+:class:`~regularizedvi.nn.LibraryEncoder`, :class:`~regularizedvi.nn.SoftplusDecoder`,
+:class:`~regularizedvi.module.CountObservationModel`) on the same base,
+:class:`~regularizedvi.module._base.ModalityVAE` (generative pass, ELBO, marginal
+likelihood). Every decoder reads the whole joint latent ``z``; how ``z`` is formed depends
+on ``latent_mode`` (see :class:`RegularizedMultimodalVAE`).
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from scvi.module.base import BaseModuleClass, LossOutput
 from torch import nn
-from torch.distributions import Normal, kl_divergence
+from torch.distributions import Normal
 
 from regularizedvi import _constants as C
 from regularizedvi.data import _keys as K
+from regularizedvi.module._base import ModalityVAE
 from regularizedvi.module._observation import CountObservationModel
-from regularizedvi.nn import GaussianEncoder, LibraryEncoder, SoftplusDecoder, one_hot_concat
+from regularizedvi.nn import GaussianEncoder, LibraryEncoder, SoftplusDecoder
 
 
 def modality_key(name: str) -> str:
@@ -27,7 +28,7 @@ def modality_key(name: str) -> str:
     return f"{K.X}_{name}"
 
 
-class RegularizedMultimodalVAE(BaseModuleClass):
+class RegularizedMultimodalVAE(ModalityVAE):
     """Per-modality encoders and decoders sharing one joint latent space.
 
     For modality ``m``: ``mu^(m)_nf = l^(m)_n (rho^(m)_nf + s^(m)_{e_n,f}) y^(m)_{t_n,f}`` with
@@ -156,13 +157,26 @@ class RegularizedMultimodalVAE(BaseModuleClass):
                 background_total = C.BACKGROUND_INIT_FRACTION if self.observations[m].use_background else 0.0
                 self.decoders[m].init_output(mean_profiles[m] * (1 - background_total))
 
-    # ------------------------------------------------------------------ helpers
-    @property
-    def _device(self) -> torch.device:
-        return next(self.parameters()).device
+    # ------------------------------------------------------------------ parts
+    def _check(self, name: str) -> None:
+        if name not in self.observations:
+            raise KeyError(f"modality {name!r} is not one of {self.modality_names}.")
 
-    def _to(self, t):
-        return None if t is None else t.to(self._device)
+    def counts_key(self, name: str) -> str:
+        self._check(name)
+        return modality_key(name)
+
+    def library_encoder_of(self, name: str):
+        self._check(name)
+        return self.library_encoders[name]
+
+    def decoder_of(self, name: str):
+        self._check(name)
+        return self.decoders[name]
+
+    def observation_of(self, name: str):
+        self._check(name)
+        return self.observations[name]
 
     def modality_weights(self, masks: torch.Tensor | None = None) -> torch.Tensor:
         """Mixing weights of ``weighted_mean`` mode: ``(M,)`` or, given masks, ``(n, M)``."""
@@ -172,125 +186,28 @@ class RegularizedMultimodalVAE(BaseModuleClass):
         w = w * masks
         return w / w.sum(-1, keepdim=True).clamp_min(1e-12)
 
-    # ------------------------------------------------------------------ inference
-    def _get_inference_input(self, tensors: dict) -> dict:
-        return {
-            "xs": {m: tensors[modality_key(m)] for m in self.modality_names},
-            "encoder_covs": tensors.get(K.ENCODER),
-            "continuous_covs": tensors.get(K.CONTINUOUS),
-        }
-
-    def inference(self, xs: dict, encoder_covs=None, continuous_covs=None) -> dict:
-        xs = {m: self._to(x) for m, x in xs.items()}
-        continuous_covs = self._to(continuous_covs)
-        enc_covs = one_hot_concat(self._to(encoder_covs), self.n_encoder_cats_per_key)
-        x_logs = {m: torch.log1p(x) for m, x in xs.items()}
-        masks = {m: (x.sum(-1) > 0).to(x.dtype) for m, x in xs.items()}
-
+    def latent_posterior(self, x_logs, masks, encoder_covs, continuous_covs):
         def with_cont(h):
             return h if continuous_covs is None else torch.cat([h, continuous_covs], -1)
 
-        qz_per_modality = {}
         if self.latent_mode == "single_encoder":
             joint_input = torch.cat([x_logs[m] for m in self.modality_names], -1)
-            qz = self.joint_encoder(with_cont(joint_input), enc_covs)
-        else:
-            qz_per_modality = {m: self.encoders[m](with_cont(x_logs[m]), enc_covs) for m in self.modality_names}
-            locs = [qz_per_modality[m].loc for m in self.modality_names]
-            scales = [qz_per_modality[m].scale for m in self.modality_names]
-            if self.latent_mode == "concatenation":
-                qz = Normal(torch.cat(locs, -1), torch.cat(scales, -1), validate_args=False)
-            else:
-                w = self.modality_weights(torch.stack([masks[m] for m in self.modality_names], -1))
-                w = w.T.unsqueeze(-1)  # (M, n, 1)
-                loc = (w * torch.stack(locs)).sum(0)
-                var = (w * torch.stack(scales) ** 2).sum(0)
-                qz = Normal(loc, var.sqrt(), validate_args=False)
-        ql = {}
-        log_library = {}
-        for m in self.modality_names:
-            log_total = torch.log(xs[m].sum(-1, keepdim=True).clamp_min(1.0))
-            ql[m] = self.library_encoders[m](x_logs[m], log_total)
-            log_library[m] = ql[m].rsample()
-        z = qz.rsample()
-        return {"z": z, "qz": qz, "qz_per_modality": qz_per_modality, "ql": ql,
-                "log_library": log_library, "masks": masks}
-
-    # ------------------------------------------------------------------ generative
-    def _get_generative_input(self, tensors: dict, inference_outputs: dict) -> dict:
-        return {
-            "z": inference_outputs["z"],
-            "log_library": inference_outputs["log_library"],
-            **K.generative_covariates(tensors),
-        }
-
-    def decode_rho(self, name: str, z, nn_covs=None, continuous_covs=None) -> torch.Tensor:
-        """Decoder signal ``rho^(m)`` of modality ``name`` from the joint latent ``z``."""
-        decoder_input = z if continuous_covs is None else torch.cat([z, continuous_covs], -1)
-        return self.decoders[name](decoder_input, one_hot_concat(nn_covs, self.n_nn_cats_per_key))
-
-    def decode_mean(self, name: str, z, library, nn_covs=None, continuous_covs=None, ambient_covs=None,
-                    scaling_covs=None) -> torch.Tensor:
-        """Expected counts ``mu^(m) = l (rho + s) y``; ``library`` is ``(n, 1)`` on count scale."""
-        rho = self.decode_rho(name, z, nn_covs, continuous_covs)
-        return self.observations[name].mean(rho, library, ambient_covs, scaling_covs)
-
-    def generative(self, z, log_library: dict, dispersion_group, nn_covs=None, continuous_covs=None,
-                   ambient_covs=None, scaling_covs=None) -> dict:
-        nn_covs, continuous_covs = self._to(nn_covs), self._to(continuous_covs)
-        ambient_covs, scaling_covs = self._to(ambient_covs), self._to(scaling_covs)
-        dispersion_group = self._to(dispersion_group)
-        out = {"rho": {}, "mu": {}, "theta": {}, "dispersion": {}}
-        for m in self.modality_names:
-            rho = self.decode_rho(m, z, nn_covs, continuous_covs)
-            library = torch.exp(log_library[m])
-            out["rho"][m] = rho
-            out["mu"][m] = self.observations[m].mean(rho, library, ambient_covs, scaling_covs)
-            dispersion = self.observations[m].dispersion(dispersion_group, sample=self.training)
-            out["dispersion"][m] = dispersion
-            out["theta"][m] = dispersion.theta
-        return out
-
-    # ------------------------------------------------------------------ loss
-    def loss(self, tensors, inference_outputs, generative_outputs, kl_weight: float = 1.0,
-             n_obs: float = 1.0) -> LossOutput:
-        """Negative ELBO per cell (missing modalities masked), plus global priors ``/ n_obs``."""
-        masks = inference_outputs["masks"]
-        library_codes = self._to(tensors[K.LIBRARY])
-        reconstruction = {}
-        kl_local = {}
-        kl_l_total = 0.0
-        for m in self.modality_names:
-            x = self._to(tensors[modality_key(m)])
-            ll = self.observations[m].log_likelihood(x, generative_outputs["mu"][m], generative_outputs["dispersion"][m])
-            reconstruction[f"reconstruction_{m}"] = -ll * masks[m]
-            prior = self.observations[m].library_prior(library_codes)
-            kl_l = kl_divergence(inference_outputs["ql"][m], prior).sum(-1) * masks[m]
-            kl_local[f"kl_divergence_l_{m}"] = kl_l
-            kl_l_total = kl_l_total + kl_l
-        qz = inference_outputs["qz"]
-        standard = Normal(torch.zeros_like(qz.loc), torch.ones_like(qz.scale), validate_args=False)
-        kl_z_all = kl_divergence(qz, standard)
+            return self.joint_encoder(with_cont(joint_input), encoder_covs), {}
+        per_modality = {m: self.encoders[m](with_cont(x_logs[m]), encoder_covs) for m in self.modality_names}
+        locs = [per_modality[m].loc for m in self.modality_names]
+        scales = [per_modality[m].scale for m in self.modality_names]
         if self.latent_mode == "concatenation":
-            kl_z = 0.0
-            for m in self.modality_names:
-                a, b = self.latent_slices[m]
-                kl_local[f"kl_divergence_z_{m}"] = kl_z_all[:, a:b].sum(-1)
-                kl_z = kl_z + kl_local[f"kl_divergence_z_{m}"]
-        else:
-            kl_z = kl_z_all.sum(-1)
-            kl_local["kl_divergence_z"] = kl_z
-        kl_global = sum(self.observations[m].global_penalty() for m in self.modality_names)
-        total_reconstruction = sum(reconstruction.values())
-        loss = torch.mean(total_reconstruction + kl_weight * (kl_z + kl_l_total)) + kl_global / n_obs
-        return LossOutput(loss=loss, reconstruction_loss=reconstruction, kl_local=kl_local,
-                          kl_global=kl_global)
+            return Normal(torch.cat(locs, -1), torch.cat(scales, -1), validate_args=False), per_modality
+        w = self.modality_weights(torch.stack([masks[m] for m in self.modality_names], -1))
+        w = w.T.unsqueeze(-1)  # (M, n, 1)
+        loc = (w * torch.stack(locs)).sum(0)
+        var = (w * torch.stack(scales) ** 2).sum(0)
+        return Normal(loc, var.sqrt(), validate_args=False), per_modality
 
-    def marginal_ll(self, tensors, n_mc_samples: int = 100, **unused):
-        raise NotImplementedError(
-            "marginal_ll is not implemented for RegularizedMultimodalVI; use get_elbo() or "
-            "get_reconstruction_error()."
-        )
+    def kl_z_terms(self, kl_z):
+        if self.latent_mode != "concatenation":
+            return {"kl_divergence_z": kl_z.sum(-1)}
+        return {f"kl_divergence_z_{m}": kl_z[:, a:b].sum(-1) for m, (a, b) in self.latent_slices.items()}
 
     def covariate_axes(self) -> dict[str, tuple[int, str, int]]:
         """``name -> (axis, registry key, offset)`` of every tensor indexed by categories."""

@@ -1,0 +1,118 @@
+"""What both user classes are built from: one registration path, per-modality count
+statistics, checked architecture arguments and the shared mixins.
+
+:class:`AmbientRegularizedSCVI` is the one-modality case (its counts registered under
+``X`` of an AnnData), :class:`RegularizedMultimodalVI` the case of several modalities of a
+MuData; everything else (outputs, training, save/load, query mapping) is shared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scvi.data import AnnDataManager
+from scvi.data import fields as scvi_fields
+from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin, VAEMixin
+
+from regularizedvi.data import _keys as K
+from regularizedvi.data import check_covariates, check_modalities
+from regularizedvi.data._covariates import CovariateDesign
+from regularizedvi.model._outputs import ModalityOutputsMixin
+from regularizedvi.model._save_load import SafeSaveLoadMixin
+from regularizedvi.model._training import RegularizedTrainingMixin
+from regularizedvi.model._utils import count_statistics, n_cats_per_key
+
+
+# ---------------------------------------------------------------------- registration
+def covariate_fields(design: CovariateDesign, mudata: bool) -> list:
+    """The scvi-tools fields of a covariate design: ``obs`` columns of an AnnData, or of a
+    MuData's global ``obs`` (``mod_key=None``)."""
+    if mudata:
+        def joint(key, columns):
+            return scvi_fields.MuDataCategoricalJointObsField(key, columns, mod_key=None)
+
+        def one(key, column):
+            return scvi_fields.MuDataCategoricalObsField(key, column, mod_key=None)
+
+        def numeric(key, columns):
+            return scvi_fields.MuDataNumericalJointObsField(key, columns, mod_key=None)
+    else:
+        joint, one = scvi_fields.CategoricalJointObsField, scvi_fields.CategoricalObsField
+        numeric = scvi_fields.NumericalJointObsField
+    return [
+        joint(K.AMBIENT, design.ambient_covariate_keys or None),
+        joint(K.NN_CONDITIONING, design.nn_conditioning_covariate_keys or None),
+        joint(K.FEATURE_SCALING, design.feature_scaling_covariate_keys or None),
+        one(K.DISPERSION, design.dispersion_key),
+        one(K.LIBRARY, design.library_size_key),
+        joint(K.ENCODER, design.encoder_covariate_keys or None),
+        numeric(K.CONTINUOUS, design.continuous_covariate_keys or None),
+    ]
+
+
+def register_data(model_cls, data, count_fields: list, matrices: dict, design: CovariateDesign,
+                  setup_method_args: dict, mudata: bool, **kwargs) -> None:
+    """Check and register ``data`` (AnnData or MuData) for ``model_cls``: the counts of
+    every modality (``matrices``: ``{where: matrix}``, :func:`check_modalities`), the
+    covariate columns, then scvi-tools' fields. ``kwargs`` are those of
+    ``AnnDataManager.register_fields`` (``source_registry`` when transferring a set-up)."""
+    check_modalities(matrices, transferring="source_registry" in kwargs)
+    where = "setup_mudata (mdata.obs)" if mudata else "setup_anndata"
+    check_covariates(data.obs, design.categorical_keys(), where)
+    check_covariates(data.obs, design.continuous_covariate_keys, "continuous_covariate_keys", categorical=False)
+    manager = AnnDataManager(fields=count_fields + covariate_fields(design, mudata),
+                             setup_method_args=setup_method_args)
+    manager.register_fields(data, **kwargs)
+    model_cls.register_manager(manager)
+
+
+# ---------------------------------------------------------------------- statistics
+@dataclass
+class ModalityStatistics:
+    """A modality's initial statistics (over the cells that have it)."""
+
+    n_features: int
+    library_log_means: torch.Tensor
+    library_log_vars: torch.Tensor
+    mean_profile: torch.Tensor
+    ambient_profiles: torch.Tensor  # (ambient one-hot columns or 1, features), rows sum to 1
+
+
+def modality_statistics(manager: AnnDataManager, registry_key: str) -> ModalityStatistics:
+    """:func:`count_statistics` of the counts registered under ``registry_key``."""
+    counts = manager.get_from_registry(registry_key)  # on disk for a backed AnnData: read in row blocks
+    library_codes = np.asarray(manager.get_from_registry(K.LIBRARY)).ravel()
+    n_library_groups = len(manager.get_state_registry(K.LIBRARY).categorical_mapping)
+    ambient_cats = n_cats_per_key(manager, K.AMBIENT)
+    ambient_codes = (np.asarray(manager.get_from_registry(K.AMBIENT)) if ambient_cats
+                     else np.zeros((counts.shape[0], 0)))
+    log_means, log_vars, mean_profile, profiles = count_statistics(
+        counts, library_codes, n_library_groups, ambient_codes, ambient_cats)
+    return ModalityStatistics(
+        n_features=int(counts.shape[1]),
+        library_log_means=torch.as_tensor(log_means),
+        library_log_vars=torch.as_tensor(log_vars),
+        mean_profile=torch.as_tensor(mean_profile, dtype=torch.float32),
+        ambient_profiles=torch.as_tensor(profiles, dtype=torch.float32),
+    )
+
+
+# ---------------------------------------------------------------------- the base class
+class RegularizedModelBase(
+    SafeSaveLoadMixin,
+    ModalityOutputsMixin,
+    RegularizedTrainingMixin,
+    VAEMixin,
+    UnsupervisedTrainingMixin,
+    BaseModelClass,
+):
+    """Shared by both user classes; see the module docstring."""
+
+    def _n_features_total(self) -> int:
+        return int(sum(self.module.observation_of(m).n_features for m in self.modality_names))
+
+    def _feature_names_of(self, adata, modality: str):
+        """Feature names of ``modality`` in ``adata`` (the model's registered data)."""
+        raise NotImplementedError

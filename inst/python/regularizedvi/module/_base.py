@@ -1,0 +1,192 @@
+"""What the single-modality and the multimodal modules share.
+
+A regularizedvi module is a set of modalities (one for :class:`RegularizedVAE`, two or
+more for :class:`RegularizedMultimodalVAE`), each with its own library encoder, batch-free
+softplus decoder and :class:`~regularizedvi.module.CountObservationModel`, reading one
+latent ``z``. :class:`ModalityVAE` holds everything that follows from that: the library
+posteriors, the generative pass, the ELBO and the importance-sampled marginal likelihood,
+all keyed by modality name. A subclass says only how the latent posterior is formed from
+the modalities (:meth:`latent_posterior`), how its KL is reported (:meth:`kl_z_terms`) and
+where its parts live (:meth:`counts_key`, :meth:`library_encoder_of`,
+:meth:`decoder_of`, :meth:`observation_of`).
+
+A cell whose row of a modality is all zero lacks that modality: its reconstruction and
+library terms for it are masked out.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from scvi.module.base import BaseModuleClass, LossOutput
+from torch.distributions import Normal, kl_divergence
+
+from regularizedvi.data import _keys as K
+from regularizedvi.nn import one_hot_concat
+
+
+def standard_normal_like(q: Normal) -> Normal:
+    return Normal(torch.zeros_like(q.loc), torch.ones_like(q.scale), validate_args=False)
+
+
+class ModalityVAE(BaseModuleClass):
+    """Base class of the modules: modality-keyed inference, generative pass, loss, marginal LL.
+
+    Subclasses set ``modality_names``, ``n_encoder_cats_per_key``, ``n_nn_cats_per_key``
+    and ``n_latent`` and implement the five methods named in the module docstring.
+    """
+
+    modality_names: list[str]
+
+    # ------------------------------------------------------------------ per-modality parts
+    def counts_key(self, name: str) -> str:
+        raise NotImplementedError
+
+    def library_encoder_of(self, name: str):
+        raise NotImplementedError
+
+    def decoder_of(self, name: str):
+        raise NotImplementedError
+
+    def observation_of(self, name: str):
+        raise NotImplementedError
+
+    def latent_posterior(self, x_logs: dict, masks: dict, encoder_covs, continuous_covs):
+        """``(q(z), per-modality posteriors or {})`` from the modalities' ``log1p`` counts."""
+        raise NotImplementedError
+
+    def kl_z_terms(self, kl_z: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The latent KL (cells x dims) as the named per-cell terms reported in ``kl_local``."""
+        raise NotImplementedError
+
+    def _term_name(self, base: str, name: str) -> str:
+        """``base`` for a one-modality module, ``base_<modality>`` otherwise."""
+        return base if len(self.modality_names) == 1 else f"{base}_{name}"
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def _to(self, t):
+        return None if t is None else t.to(self._device)
+
+    # ------------------------------------------------------------------ inference
+    def _get_inference_input(self, tensors: dict) -> dict:
+        return {
+            "xs": {m: tensors[self.counts_key(m)] for m in self.modality_names},
+            "encoder_covs": tensors.get(K.ENCODER),
+            "continuous_covs": tensors.get(K.CONTINUOUS),
+        }
+
+    def inference(self, xs: dict, encoder_covs=None, continuous_covs=None) -> dict:
+        xs = {m: self._to(x) for m, x in xs.items()}
+        continuous_covs = self._to(continuous_covs)
+        encoder_covs = one_hot_concat(self._to(encoder_covs), self.n_encoder_cats_per_key)
+        x_logs = {m: torch.log1p(x) for m, x in xs.items()}
+        masks = {m: (x.sum(-1) > 0).to(x.dtype) for m, x in xs.items()}
+        qz, qz_per_modality = self.latent_posterior(x_logs, masks, encoder_covs, continuous_covs)
+        ql = {m: self.library_encoder_of(m)(x_logs[m], torch.log(xs[m].sum(-1, keepdim=True).clamp_min(1.0)))
+              for m in self.modality_names}
+        z = qz.rsample()
+        log_library = {m: ql[m].rsample() for m in self.modality_names}
+        return {"z": z, "qz": qz, "qz_per_modality": qz_per_modality, "ql": ql,
+                "log_library": log_library, "masks": masks}
+
+    # ------------------------------------------------------------------ generative
+    def _get_generative_input(self, tensors: dict, inference_outputs: dict) -> dict:
+        return {
+            "z": inference_outputs["z"],
+            "log_library": inference_outputs["log_library"],
+            **K.generative_covariates(tensors),
+        }
+
+    def decode_rho(self, name: str, z, nn_covs=None, continuous_covs=None) -> torch.Tensor:
+        """Decoder signal ``rho`` of modality ``name`` (``nn_covs``: integer codes)."""
+        return self._decode_rho(name, z, one_hot_concat(nn_covs, self.n_nn_cats_per_key), continuous_covs)
+
+    def _decode_rho(self, name, z, nn_onehot, continuous_covs) -> torch.Tensor:
+        decoder_input = z if continuous_covs is None else torch.cat([z, continuous_covs], -1)
+        return self.decoder_of(name)(decoder_input, nn_onehot)
+
+    def decode_mean(self, name: str, z, library, nn_covs=None, continuous_covs=None, ambient_covs=None,
+                    scaling_covs=None) -> torch.Tensor:
+        """Expected counts ``mu = l (rho + s) y`` of modality ``name``; ``library``: ``(n, 1)``."""
+        rho = self.decode_rho(name, z, nn_covs, continuous_covs)
+        return self.observation_of(name).mean(rho, library, ambient_covs, scaling_covs)
+
+    def generative(self, z, log_library: dict, dispersion_group, nn_covs=None, continuous_covs=None,
+                   ambient_covs=None, scaling_covs=None) -> dict:
+        """Per modality: ``rho``, ``mu``, the per-cell dispersion (drawn from its posterior
+        in training, the posterior median otherwise) and ``theta``."""
+        nn_onehot = one_hot_concat(self._to(nn_covs), self.n_nn_cats_per_key)
+        continuous_covs, dispersion_group = self._to(continuous_covs), self._to(dispersion_group)
+        ambient_covs, scaling_covs = self._to(ambient_covs), self._to(scaling_covs)
+        out = {"rho": {}, "mu": {}, "dispersion": {}, "theta": {}}
+        for m in self.modality_names:
+            observation = self.observation_of(m)
+            rho = self._decode_rho(m, z, nn_onehot, continuous_covs)
+            out["rho"][m] = rho
+            out["mu"][m] = observation.mean(rho, torch.exp(log_library[m]), ambient_covs, scaling_covs)
+            dispersion = observation.dispersion(dispersion_group, sample=self.training)
+            out["dispersion"][m] = dispersion
+            out["theta"][m] = dispersion.theta
+        return out
+
+    # ------------------------------------------------------------------ loss
+    def _log_likelihood(self, tensors: dict, name: str, generative_outputs: dict) -> torch.Tensor:
+        x = self._to(tensors[self.counts_key(name)])
+        return self.observation_of(name).log_likelihood(x, generative_outputs["mu"][name],
+                                                        generative_outputs["dispersion"][name])
+
+    def loss(self, tensors, inference_outputs, generative_outputs, kl_weight: float = 1.0,
+             n_obs: float = 1.0) -> LossOutput:
+        """Negative ELBO per cell (missing modalities masked), plus the global priors once
+        per dataset (``/ n_obs``)."""
+        masks = inference_outputs["masks"]
+        library_codes = self._to(tensors[K.LIBRARY])
+        reconstruction, kl_local = {}, {}
+        total_reconstruction = kl_l_total = 0.0
+        for m in self.modality_names:
+            rec = -self._log_likelihood(tensors, m, generative_outputs) * masks[m]
+            prior = self.observation_of(m).library_prior(library_codes)
+            kl_l = kl_divergence(inference_outputs["ql"][m], prior).sum(-1) * masks[m]
+            reconstruction[self._term_name("reconstruction", m)] = rec
+            kl_local[self._term_name("kl_divergence_l", m)] = kl_l
+            total_reconstruction = total_reconstruction + rec
+            kl_l_total = kl_l_total + kl_l
+        qz = inference_outputs["qz"]
+        z_terms = self.kl_z_terms(kl_divergence(qz, standard_normal_like(qz)))
+        kl_local.update(z_terms)
+        kl_z = sum(z_terms.values())
+        kl_global = sum(self.observation_of(m).global_penalty() for m in self.modality_names)
+        loss = torch.mean(total_reconstruction + kl_weight * (kl_z + kl_l_total)) + kl_global / n_obs
+        if len(reconstruction) == 1:
+            reconstruction = next(iter(reconstruction.values()))
+        return LossOutput(loss=loss, reconstruction_loss=reconstruction, kl_local=kl_local,
+                          kl_global=kl_global)
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.inference_mode()
+    def marginal_ll(self, tensors, n_mc_samples: int = 100, return_mean: bool = False) -> torch.Tensor:
+        """Importance-sampled ``log p(x)`` per cell (all its modalities), with ``q(z) q(l)``
+        as the proposal: ``logsumexp_k [log p(x, z_k, l_k) - log q(z_k, l_k)] - log K``."""
+        inference_outputs = self.inference(**self._get_inference_input(tensors))
+        qz, ql, masks = inference_outputs["qz"], inference_outputs["ql"], inference_outputs["masks"]
+        library_codes = self._to(tensors[K.LIBRARY])
+        priors = {m: self.observation_of(m).library_prior(library_codes) for m in self.modality_names}
+        standard = standard_normal_like(qz)
+        log_weights = []
+        for _ in range(int(n_mc_samples)):
+            z = qz.sample()
+            log_l = {m: ql[m].sample() for m in self.modality_names}
+            out = self.generative(**self._get_generative_input(tensors, {"z": z, "log_library": log_l}))
+            log_w = standard.log_prob(z).sum(-1) - qz.log_prob(z).sum(-1)
+            for m in self.modality_names:
+                log_w = log_w + masks[m] * (self._log_likelihood(tensors, m, out)
+                                            + priors[m].log_prob(log_l[m]).sum(-1)
+                                            - ql[m].log_prob(log_l[m]).sum(-1))
+            log_weights.append(log_w)
+        ll = torch.logsumexp(torch.stack(log_weights), 0) - math.log(int(n_mc_samples))
+        return ll.mean() if return_mean else ll
