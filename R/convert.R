@@ -5,7 +5,7 @@
 #' Convert a Seurat or SingleCellExperiment object to an AnnData
 #'
 #' Builds a Python `anndata.AnnData` (cells x genes) from the raw counts of a
-#' `Seurat` object (v4 `Assay`; the v5 `Assay5` branch is untested) or a
+#' `Seurat` object (Seurat 4 `Assay` or Seurat 5 `Assay5`) or a
 #' `SingleCellExperiment`, without densifying: the sparse counts matrix crosses
 #' to Python as a scipy sparse matrix (CSR, cells x genes). Cell and gene names
 #' are kept; factors become pandas categoricals with all their levels (unused
@@ -17,9 +17,19 @@
 #' and with `check.empty = TRUE` no cell and no gene may have a zero total
 #' (the model cannot fit them: subset with `features`).
 #'
+#' Seurat 5 split layers: when the assay's counts are split into `counts.<group>`
+#' layers (after `obj[["RNA"]] <- split(obj[["RNA"]], f = obj$sample)`), all
+#' cells of all these layers are used, in the object's cell order, without
+#' `JoinLayers()`; the layer of each cell (the `<group>` part of its name) is
+#' the metadata column `counts_layer`. Name one or several layers in `layer` to
+#' use only their cells; the metadata then covers those cells only. SCTransform
+#' assays are refused (their counts are corrected, not raw).
+#'
 #' @param object A `Seurat` or `SingleCellExperiment` object.
 #' @param assay Seurat assay (default: the default assay).
-#' @param layer Seurat slot / layer holding raw counts (default `"counts"`).
+#' @param layer Seurat layer (v5) / slot (v4) holding raw counts (default
+#'   `"counts"`: on a split Seurat 5 assay, all its `counts.*` layers), or
+#'   several layer names.
 #' @param assay.type SingleCellExperiment assay holding raw counts (default
 #'   `"counts"`).
 #' @param obs.columns Metadata columns (`object[[]]` / `colData`) copied to
@@ -46,10 +56,18 @@ as.AnnData <- function(object, assay = NULL, layer = "counts", assay.type = "cou
                        obs.columns = NULL, categorical = NULL, continuous = NULL,
                        features = NULL, check.empty = TRUE) {
   parts <- .extract_counts_and_meta(object, assay = assay, layer = layer, assay.type = assay.type)
+  if (isTRUE(obs.columns)) obs.columns <- names(parts$meta)
+  .parts_to_anndata(parts, features = features, obs.columns = obs.columns,
+                    categorical = categorical, continuous = continuous, check.empty = check.empty)
+}
+
+# Checked counts and the requested metadata of extracted parts -> AnnData.
+.parts_to_anndata <- function(parts, features = NULL, obs.columns = NULL, categorical = NULL,
+                              continuous = NULL, check.empty = TRUE) {
   counts <- parts$counts
   if (!is.null(features)) counts <- .subset_features(counts, features)
-  .check_counts(counts, parts$where, check.empty = check.empty)
-  if (isTRUE(obs.columns)) obs.columns <- names(parts$meta)
+  .check_counts(counts, parts$where, check.empty = check.empty, fixes = parts$fixes,
+                subset = !is.null(features))
   obs <- .build_obs(parts$meta, colnames(counts), obs.columns = obs.columns,
                     categorical = categorical, continuous = continuous)
   .counts_to_anndata(counts, obs)
@@ -57,51 +75,16 @@ as.AnnData <- function(object, assay = NULL, layer = "counts", assay.type = "cou
 
 # ---------------------------------------------------------------- extraction
 
+# list(counts = genes x cells dgCMatrix, meta = per-cell columns, where = text for messages,
+# layers = Seurat layers used, fixes = code that drops empty genes / cells).
 .extract_counts_and_meta <- function(object, assay = NULL, layer = "counts", assay.type = "counts") {
+  if (inherits(object, "rvi_parts")) return(object)  # already extracted (IntegrateLayers)
   if (inherits(object, "Seurat")) return(.seurat_counts(object, assay, layer))
   if (inherits(object, "SingleCellExperiment") || inherits(object, "SummarizedExperiment")) {
     return(.sce_counts(object, assay.type))
   }
   stop("Expected a Seurat or SingleCellExperiment object, got an object of class '",
        class(object)[1], "'.", call. = FALSE)
-}
-
-.seurat_counts <- function(object, assay = NULL, layer = "counts") {
-  .need("SeuratObject")
-  if (is.null(assay)) assay <- SeuratObject::DefaultAssay(object)
-  if (!assay %in% SeuratObject::Assays(object)) {
-    stop("Assay '", assay, "' is not in the Seurat object (assays: ",
-         paste(SeuratObject::Assays(object), collapse = ", "), ").", call. = FALSE)
-  }
-  assay_obj <- object[[assay]]
-  if (inherits(assay_obj, "Assay5")) {
-    # Seurat v5 branch (SeuratObject >= 5): untested on this project's machines.
-    if (utils::packageVersion("SeuratObject") < "5.0.0") {
-      stop("This object has a Seurat v5 Assay5; install SeuratObject >= 5.", call. = FALSE)
-    }
-    layers <- getExportedValue("SeuratObject", "Layers")(assay_obj)
-    if (!layer %in% layers) {
-      split <- grep(paste0("^", layer, "\\."), layers, value = TRUE)
-      hint <- if (length(split)) " The layer is split: run object <- JoinLayers(object) first." else ""
-      stop("Assay '", assay, "' has no layer '", layer, "' (layers: ",
-           paste(layers, collapse = ", "), ").", hint, call. = FALSE)
-    }
-    counts <- getExportedValue("SeuratObject", "LayerData")(object, assay = assay, layer = layer)
-  } else {
-    if (!layer %in% c("counts", "data", "scale.data")) {
-      stop("For a Seurat v4 Assay, `layer` must be 'counts' (raw counts), not '", layer, "'.",
-           call. = FALSE)
-    }
-    counts <- SeuratObject::GetAssayData(object, slot = layer, assay = assay)
-  }
-  where <- paste0("Seurat assay '", assay, "', layer '", layer, "'")
-  if (length(counts) == 0 || nrow(counts) == 0 || ncol(counts) == 0) {
-    stop(where, " is empty: this Seurat object has no raw counts there. ",
-         "regularizedvi needs raw UMI counts (e.g. an assay created with CreateAssayObject(counts = ...)).",
-         call. = FALSE)
-  }
-  meta <- object[[]]
-  list(counts = .as_dgc(counts, where), meta = meta, where = where)
 }
 
 .sce_counts <- function(object, assay.type = "counts") {
@@ -116,7 +99,10 @@ as.AnnData <- function(object, assay = NULL, layer = "counts", assay.type = "cou
   where <- paste0("assay '", assay.type, "'")
   cd <- SummarizedExperiment::colData(object)
   meta <- lapply(stats::setNames(names(cd), names(cd)), function(col) cd[[col]])
-  list(counts = .as_dgc(counts, where), meta = meta, where = where)
+  code <- sprintf('SummarizedExperiment::assay(sce, "%s")', assay.type)
+  fixes <- list(genes = sprintf("names(which(Matrix::rowSums(%s) > 0))", code),
+                cells = sprintf("sce <- sce[, Matrix::colSums(%s) > 0]", code), object = "sce")
+  list(counts = .as_dgc(counts, where), meta = meta, where = where, fixes = fixes)
 }
 
 .need <- function(pkg) {
@@ -147,7 +133,16 @@ as.AnnData <- function(object, assay = NULL, layer = "counts", assay.type = "cou
 
 # ---------------------------------------------------------------- checks
 
-.check_counts <- function(counts, where, check.empty = TRUE) {
+# fixes: code that keeps the genes / cells with counts (see .seurat_fixes()); subset: the
+# counts are a `features` subset (the fixes then apply to those genes).
+.check_counts <- function(counts, where, check.empty = TRUE, fixes = NULL, subset = FALSE) {
+  if (ncol(counts) == 0) {
+    stop(where, " has no cells (0 cells, e.g. after subsetting): give an object with cells.",
+         call. = FALSE)
+  }
+  if (nrow(counts) == 0) {
+    stop(where, " has no genes (0 genes", if (subset) " in `features`" else "", ").", call. = FALSE)
+  }
   if (is.null(rownames(counts)) || is.null(colnames(counts))) {
     stop(where, " has no gene or cell names: set rownames/colnames first.", call. = FALSE)
   }
@@ -176,16 +171,20 @@ as.AnnData <- function(object, assay = NULL, layer = "counts", assay.type = "cou
   if (!check.empty) return(invisible(TRUE))
   empty_cells <- which(Matrix::colSums(counts) == 0)
   if (length(empty_cells)) {
-    stop(where, " has ", length(empty_cells), " cell(s) with zero total counts (e.g. '",
-         colnames(counts)[empty_cells[1]], "'): remove them first, e.g. ",
-         "subset(object, cells = ...) / sce[, colSums(counts(sce)) > 0].", call. = FALSE)
+    fix <- if (subset) "keep more genes in `features` or remove these cells" else
+      if (is.null(fixes)) "remove them first" else paste0("remove them first: ", fixes$cells, " (",
+                                                         fixes$object, ": your object)")
+    stop(where, " has ", length(empty_cells), " cell(s) with zero total counts",
+         if (subset) " over `features`" else "", " (e.g. '", colnames(counts)[empty_cells[1]],
+         "'): ", fix, ".", call. = FALSE)
   }
   empty_genes <- which(Matrix::rowSums(counts) == 0)
   if (length(empty_genes)) {
+    fix <- if (subset) "leave them out of `features`" else
+      if (is.null(fixes)) "pass `features` without them" else
+        paste0("pass features = ", fixes$genes, " (", fixes$object, ": your object)")
     stop(where, " has ", length(empty_genes), " gene(s) with zero total counts (e.g. '",
-         rownames(counts)[empty_genes[1]], "'): pass ",
-         "features = rownames(counts)[Matrix::rowSums(counts) > 0] or subset the object.",
-         call. = FALSE)
+         rownames(counts)[empty_genes[1]], "'): ", fix, ".", call. = FALSE)
   }
   invisible(TRUE)
 }
@@ -193,8 +192,13 @@ as.AnnData <- function(object, assay = NULL, layer = "counts", assay.type = "cou
 .check_columns <- function(meta, columns, role) {
   missing <- setdiff(columns, names(meta))
   if (length(missing)) {
+    hint <- if (.layer_column %in% missing) {
+      paste0(" '", .layer_column, "' is the counts layer of each cell of a split Seurat 5 assay: ",
+             "split the object's counts layers as for the model (obj[[\"RNA\"]] <- split(",
+             "obj[[\"RNA\"]], f = obj$sample)).")
+    } else ""
     stop("Metadata column(s) ", paste0("'", missing, "'", collapse = ", "), " (", role,
-         ") not found. Available columns: ", paste(names(meta), collapse = ", "), ".",
+         ") not found. Available columns: ", paste(names(meta), collapse = ", "), ".", hint,
          call. = FALSE)
   }
 }
@@ -219,6 +223,7 @@ as.AnnData <- function(object, assay = NULL, layer = "counts", assay.type = "cou
     }
     if (!is.factor(values)) {
       if (!is.atomic(values)) stop("Covariate column '", col, "' is not a vector.", call. = FALSE)
+      .check_numeric_categorical(values, col)
       values <- factor(as.character(values))
     }
     columns[[col]] <- .factor_to_py(values)

@@ -17,14 +17,19 @@
 #'   `continuous.covariates`, `features`, `n.hidden`, `n.latent`, `n.layers`,
 #'   `dropout.rate`.
 #' @param assay Assay with raw counts (default `"RNA"`).
-#' @param layer Layer / slot with raw counts (default `"counts"`).
+#' @param layer Layer / slot with raw counts (default `"counts"`). On a Seurat
+#'   5 assay split into `counts.<group>` layers (`split(obj[["RNA"]], f = ...)`),
+#'   all of them are used (no `JoinLayers()` needed) and, when no sample-level
+#'   covariate is named, the layer of each cell is the batch. Naming one layer
+#'   (e.g. `"counts.g1"`) fits and embeds only its cells.
 #' @param reduction.name Name of the new reduction (default
 #'   `"regularizedvi"`).
 #' @param reduction.key Key of its dimensions (default `"rvi_"`).
 #' @param max.epochs,accelerator,devices,batch.size,progress Training options,
 #'   see [trainRegularizedVI()].
 #' @param seed Random seed (default 0).
-#' @return The Seurat object with the new reduction and a command log entry.
+#' @return The Seurat object with the new reduction (for the cells used) and a
+#'   command log entry (`Command(object, "RunRegularizedVI.RNA")`).
 #' @examples
 #' \dontrun{
 #' pbmc <- RunRegularizedVI(SeuratObject::pbmc_small, batch = "groups", max.epochs = 20)
@@ -39,25 +44,41 @@ RunRegularizedVI <- function(object, batch = NULL, ambient = NULL, nn.conditioni
     stop("RunRegularizedVI() needs a Seurat object; for a SingleCellExperiment use runRegularizedVI().",
          call. = FALSE)
   }
+  .check_train_args(max.epochs = max.epochs, batch.size = batch.size, accelerator = accelerator,
+                    devices = devices, progress = progress, seed = seed)
   model <- regularizedviModel(object, batch = batch, ambient = ambient,
                               nn.conditioning = nn.conditioning, ..., assay = assay, layer = layer,
                               seed = seed)
   trainRegularizedVI(model, max.epochs = max.epochs, accelerator = accelerator, devices = devices,
                      batch.size = batch.size, progress = progress)
   object <- .attach_seurat_reduction(object, model, assay, reduction.name, reduction.key)
-  SeuratObject::LogSeuratCommand(object = object)
+  .log_command(object, "RunRegularizedVI", assay = assay)
 }
 
 .attach_seurat_reduction <- function(object, model, assay, reduction.name, reduction.key) {
-  latent <- getLatent(model)
-  if (!identical(rownames(latent), colnames(object))) {
-    latent <- latent[colnames(object), , drop = FALSE]
-  }
-  colnames(latent) <- paste0(reduction.key, seq_len(ncol(latent)))
-  reduction <- SeuratObject::CreateDimReducObject(embeddings = latent, key = reduction.key,
-                                                  assay = assay, misc = list(model = model))
-  object[[reduction.name]] <- reduction
+  object[[reduction.name]] <- .model_reduction(model, assay, reduction.key, colnames(object))
   object
+}
+
+# The model's latent as a DimReduc (cells in `cells` order, those of the model only),
+# with the model in its misc.
+.model_reduction <- function(model, assay, reduction.key, cells) {
+  .check_key(reduction.key)
+  latent <- getLatent(model)
+  cells <- cells[cells %in% rownames(latent)]
+  if (!identical(rownames(latent), cells)) latent <- latent[cells, , drop = FALSE]
+  colnames(latent) <- paste0(reduction.key, seq_len(ncol(latent)))
+  SeuratObject::CreateDimReducObject(embeddings = latent, key = reduction.key, assay = assay,
+                                     misc = list(model = model))
+}
+
+# Seurat keys: letters and digits, ending in "_" (e.g. "rvi_", "integratedrvi_").
+.check_key <- function(key) {
+  if (!is.character(key) || length(key) != 1 || !grepl("^[[:alpha:]][[:alnum:]]*_$", key)) {
+    stop("`reduction.key` must be letters and digits ending in '_' (e.g. \"rvi_\"), not ",
+         deparse(key)[1], ".", call. = FALSE)
+  }
+  invisible(key)
 }
 
 #' Run regularizedvi on a SingleCellExperiment
@@ -89,6 +110,8 @@ runRegularizedVI <- function(x, batch = NULL, ambient = NULL, nn.conditioning = 
     stop("runRegularizedVI() needs a SingleCellExperiment; for a Seurat object use RunRegularizedVI().",
          call. = FALSE)
   }
+  .check_train_args(max.epochs = max.epochs, batch.size = batch.size, accelerator = accelerator,
+                    devices = devices, progress = progress, seed = seed)
   model <- regularizedviModel(x, batch = batch, ambient = ambient,
                               nn.conditioning = nn.conditioning, ..., assay.type = assay.type,
                               seed = seed)

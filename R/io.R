@@ -36,14 +36,37 @@ LoadRegularizedVI <- function(dir, object, assay = NULL, layer = "counts", assay
 }
 
 .read_model_json <- function(dir) {
+  if (!is.character(dir) || length(dir) != 1 || is.na(dir)) {
+    stop("`dir` must be the folder of a model saved with SaveRegularizedVI().", call. = FALSE)
+  }
   file <- file.path(path.expand(dir), "model.json")
   if (!file.exists(file)) {
     stop("'", dir, "' holds no saved regularizedvi model (no model.json).", call. = FALSE)
   }
+  damaged <- function(why) {
+    stop("'", file, "' is damaged or not a regularizedvi model (", why, "). Save the model ",
+         "again with SaveRegularizedVI(), or point to the folder it was saved to.", call. = FALSE)
+  }
   json <- .py_module("json")
   builtins <- reticulate::import_builtins(convert = FALSE)
-  text <- builtins$open(file)$read()
-  reticulate::py_to_r(json$loads(text))
+  read <- function() {
+    handle <- builtins$open(file, encoding = "utf-8")
+    on.exit(handle$close(), add = TRUE)
+    reticulate::py_to_r(json$loads(handle$read()))
+  }
+  content <- tryCatch(read(), error = function(e) {
+    damaged(paste("not valid JSON:", .py_reason(e)))
+  })
+  if (!is.list(content) || !is.list(content$registry) || !is.list(content$registry$setup_args) ||
+      is.null(content$var_names)) {
+    damaged("no model registry or gene names in it")
+  }
+  content
+}
+
+.py_reason <- function(e) {
+  msg <- sub("\n.*$", "", .short_py_message(e))
+  sub("^[[:alnum:]_.]*(Error|Exception): ", "", msg)
 }
 
 .saved_setup_args <- function(dir) .read_model_json(dir)$registry$setup_args
@@ -60,9 +83,8 @@ LoadRegularizedVI <- function(dir, object, assay = NULL, layer = "counts", assay
          paste(utils::head(missing, 5), collapse = ", "), "). Add them as all-zero rows first.",
          call. = FALSE)
   }
-  adata <- as.AnnData(object, assay = assay, layer = layer, assay.type = assay.type,
-                      categorical = columns$categorical, continuous = columns$continuous,
-                      features = genes, check.empty = FALSE)
+  adata <- .parts_to_anndata(parts, features = genes, categorical = columns$categorical,
+                             continuous = columns$continuous, check.empty = FALSE)
   layer_name <- setup_args$layer
   if (!is.null(layer_name)) {
     # The model was set up on a layer: give the same counts that name (no copy).
@@ -103,11 +125,13 @@ MapRegularizedVIQuery <- function(query, reference, max.epochs = NULL, freeze = 
     stop("MapRegularizedVIQuery() needs a Seurat object; for a SingleCellExperiment use ",
          "mapRegularizedVIQuery().", call. = FALSE)
   }
+  .check_train_args(max.epochs = max.epochs, batch.size = batch.size, accelerator = accelerator,
+                    devices = devices, progress = progress, seed = seed)
   model <- .query_model(query, reference, freeze, seed, assay = assay, layer = layer)
   .train_query(model, max.epochs = max.epochs, accelerator = accelerator, devices = devices,
                batch.size = batch.size, progress = progress)
   query <- .attach_seurat_reduction(query, model, assay, reduction.name, reduction.key)
-  SeuratObject::LogSeuratCommand(object = query)
+  .log_command(query, "MapRegularizedVIQuery", assay = assay)
 }
 
 #' @rdname MapRegularizedVIQuery
@@ -120,6 +144,8 @@ mapRegularizedVIQuery <- function(query, reference, max.epochs = NULL, freeze = 
     stop("mapRegularizedVIQuery() needs a SingleCellExperiment; for a Seurat object use ",
          "MapRegularizedVIQuery().", call. = FALSE)
   }
+  .check_train_args(max.epochs = max.epochs, batch.size = batch.size, accelerator = accelerator,
+                    devices = devices, progress = progress, seed = seed)
   model <- .query_model(query, reference, freeze, seed, assay.type = assay.type)
   .train_query(model, max.epochs = max.epochs, accelerator = accelerator, devices = devices,
                batch.size = batch.size, progress = progress)
@@ -134,7 +160,7 @@ mapRegularizedVIQuery <- function(query, reference, max.epochs = NULL, freeze = 
   setup_args <- .saved_setup_args(reference)
   adata <- .adata_for_saved(query, setup_args, .saved_genes(reference), assay, layer, assay.type)
   rv <- .py_module("regularizedvi")
-  .set_seed(seed)
+  .set_seed(.check_args(seed = seed)$seed)
   py <- .py_call(rv$AmbientRegularizedSCVI$load_query_data(adata, path.expand(reference),
                                                            freeze = freeze),
                  "Mapping the query onto the reference failed")

@@ -25,6 +25,15 @@
     if (!is.character(value) || anyNA(value) || !length(value)) {
       stop("`", name, "` must name metadata column(s), got ", deparse(value)[1], ".", call. = FALSE)
     }
+    dotted <- grep(".", value, fixed = TRUE, value = TRUE)
+    if (length(dotted)) {
+      # scvi-tools' registry (a ConfigDict) refuses dots in covariate names.
+      new <- gsub(".", "_", dotted[1], fixed = TRUE)
+      stop("Covariate column '", dotted[1], "' (`", name, "`) has a '.' in its name, which the ",
+           "model's registry does not accept: copy it to a name without dots first, e.g. obj$",
+           new, " <- obj$`", dotted[1], "` (SingleCellExperiment: sce$", new, " <- sce$`",
+           dotted[1], "`), and pass \"", new, "\".", call. = FALSE)
+    }
     key <- .setup_map[[name]]
     if (key[2] == "one" && length(value) != 1) {
       stop("`", name, "` takes exactly one column, got ", length(value), ".", call. = FALSE)
@@ -80,13 +89,27 @@
 #' @param encoder.covariates Columns also given to the encoder.
 #' @param continuous.covariates Numeric columns given to encoder and decoder.
 #' @param assay,layer Seurat assay (default: the default assay) and layer with
-#'   raw counts.
+#'   raw counts (default `"counts"`; on a split Seurat 5 assay all its
+#'   `counts.*` layers, see [as.AnnData()]).
 #' @param assay.type SingleCellExperiment assay with raw counts.
 #' @param features Genes to use (default all; every gene needs some counts).
 #' @param n.hidden,n.latent,n.layers,dropout.rate Network size: hidden width
-#'   (128), latent dimensions (10), hidden layers (1), dropout (0.1).
+#'   (128), latent dimensions (10), hidden layers (1): whole numbers >= 1;
+#'   dropout (0.1) in \[0, 1).
 #' @param seed Random seed set in scvi-tools before the weights are initialised
-#'   (`NULL`: leave it).
+#'   (a whole number >= 0; `NULL`: leave it).
+#'
+#' @details Categorical covariates (`batch`, `ambient`, `nn.conditioning`,
+#'   `feature.scaling`, `dispersion`, `library.size`, `encoder.covariates`) are
+#'   factor, character, logical or whole-number columns. A numeric column with
+#'   non-whole values, or with more distinct values than 100 or than half of
+#'   the cells (e.g. `nCount_RNA`), is refused: convert it explicitly with
+#'   `obj$col <- factor(obj$col)` if it really holds groups.
+#'
+#'   On a Seurat 5 object whose counts are split into several layers, and with
+#'   none of `batch`, `ambient`, `dispersion`, `library.size` given, the layer
+#'   of each cell (metadata column `counts_layer`) is the batch; a message says
+#'   so.
 #' @return A `regularizedviModel`: a list with the Python model (`py`), its
 #'   AnnData (`adata`), the cell and gene names and the setup arguments.
 #' @seealso [RunRegularizedVI()], [runRegularizedVI()]
@@ -103,23 +126,24 @@ regularizedviModel <- function(object, batch = NULL, ambient = NULL, nn.conditio
                                assay = NULL, layer = "counts", assay.type = "counts",
                                features = NULL, n.hidden = 128, n.latent = 10, n.layers = 1,
                                dropout.rate = 0.1, seed = 0) {
-  setup_args <- .setup_args(list(
+  net <- .check_args(n.hidden = n.hidden, n.latent = n.latent, n.layers = n.layers,
+                     dropout.rate = dropout.rate, seed = seed)
+  parts <- .extract_counts_and_meta(object, assay = assay, layer = layer, assay.type = assay.type)
+  covariates <- .default_batch(list(
     batch = batch, ambient = ambient, nn.conditioning = nn.conditioning,
     feature.scaling = feature.scaling, dispersion = dispersion, library.size = library.size,
     encoder.covariates = encoder.covariates, continuous.covariates = continuous.covariates
-  ))
+  ), parts$meta, parts$layers)
+  setup_args <- .setup_args(covariates)
   columns <- .setup_columns(setup_args)
-  adata <- as.AnnData(object, assay = assay, layer = layer, assay.type = assay.type,
-                      categorical = columns$categorical, continuous = columns$continuous,
-                      features = features)
+  adata <- .parts_to_anndata(parts, features = features, categorical = columns$categorical,
+                             continuous = columns$continuous)
   rv <- .py_module("regularizedvi")
   .py_call(do.call(rv$AmbientRegularizedSCVI$setup_anndata, c(list(adata), setup_args)),
            "Setting up the data failed")
-  .set_seed(seed)
-  py <- .py_call(rv$AmbientRegularizedSCVI(adata, n_hidden = as.integer(n.hidden),
-                                           n_latent = as.integer(n.latent),
-                                           n_layers = as.integer(n.layers),
-                                           dropout_rate = as.numeric(dropout.rate)),
+  .set_seed(net$seed)
+  py <- .py_call(rv$AmbientRegularizedSCVI(adata, n_hidden = net$n.hidden, n_latent = net$n.latent,
+                                           n_layers = net$n.layers, dropout_rate = net$dropout.rate),
                  "Building the model failed")
   .model_from_py(py, adata)
 }
@@ -140,11 +164,11 @@ regularizedviModel <- function(object, batch = NULL, ambient = NULL, nn.conditio
 #' `loop = "lightning"` to force Lightning.
 #'
 #' @param model A `regularizedviModel` from [regularizedviModel()].
-#' @param max.epochs Epochs (default `NULL`: `min(round(20000 / n_cells * 400),
-#'   400)`).
+#' @param max.epochs Epochs, a whole number >= 1 (default `NULL`:
+#'   `min(round(20000 / n_cells * 400), 400)`).
 #' @param accelerator,devices Passed to Lightning (`"auto"` uses a GPU when
 #'   present; `"cpu"` forces the CPU).
-#' @param batch.size Minibatch size (default 128).
+#' @param batch.size Minibatch size, a whole number >= 1 (default 128).
 #' @param progress Show the progress bar (default `TRUE`).
 #' @param ... Further arguments of the Python `train()` (e.g.
 #'   `early_stopping = TRUE`, `plan_kwargs = list(lr = 1e-3)`, `loop = "lightning"`).
@@ -153,10 +177,11 @@ regularizedviModel <- function(object, batch = NULL, ambient = NULL, nn.conditio
 trainRegularizedVI <- function(model, max.epochs = NULL, accelerator = "auto", devices = "auto",
                                batch.size = 128, progress = TRUE, ...) {
   .check_model(model)
-  if (!is.null(max.epochs)) max.epochs <- as.integer(max.epochs)
-  if (is.numeric(devices)) devices <- as.integer(devices)
-  .py_call(model$py$train(max_epochs = max.epochs, accelerator = accelerator, devices = devices,
-                          batch_size = as.integer(batch.size), enable_progress_bar = progress, ...),
+  args <- .check_train_args(max.epochs = max.epochs, batch.size = batch.size,
+                            accelerator = accelerator, devices = devices, progress = progress)
+  .py_call(model$py$train(max_epochs = args$max.epochs, accelerator = accelerator,
+                          devices = args$devices, batch_size = args$batch.size,
+                          enable_progress_bar = progress, ...),
            "Training failed")
   invisible(model)
 }

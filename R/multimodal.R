@@ -13,6 +13,11 @@
 #' cells differ is an error). Metadata columns go to the MuData's global
 #' `obs`, as in [as.AnnData()]. The input object is not modified.
 #'
+#' Seurat 5 assays split into `counts.<group>` layers are read whole, as in
+#' [as.AnnData()] (the layer of each cell is the metadata column
+#' `counts_layer`); naming one layer in `layer` uses only its cells, which every
+#' other modality must hold.
+#'
 #' Each modality's counts must be finite, non-negative whole numbers. With
 #' `check.empty = TRUE`, no feature may have zero total counts and no cell may
 #' have zero counts in every modality (a cell without counts in one modality is
@@ -22,8 +27,8 @@
 #'   `SingleCellExperiment` with alternative experiments.
 #' @param assays Seurat assays to use, in this order (default: all assays).
 #'   They become the MuData modalities, named after the assays.
-#' @param layer Seurat slot / layer with raw counts (default `"counts"`), the
-#'   same for every assay.
+#' @param layer Seurat slot / layer with raw counts (default `"counts"`: on a
+#'   split Seurat 5 assay, all its `counts.*` layers), the same for every assay.
 #' @param altexps SingleCellExperiment alternative experiments to use besides
 #'   the main one (default: all `altExpNames()`).
 #' @param main.name Modality name of the SingleCellExperiment's main experiment
@@ -48,9 +53,16 @@ as.MuData <- function(object, assays = NULL, layer = "counts", altexps = NULL, m
                       continuous = NULL, features = NULL, check.empty = TRUE) {
   parts <- .multimodal_parts(object, assays = assays, layer = layer, altexps = altexps,
                              main.name = main.name, assay.type = assay.type)
-  parts$counts <- .subset_modality_features(parts$counts, features)
-  .check_multimodal_counts(parts$counts, parts$where, check.empty = check.empty)
   if (isTRUE(obs.columns)) obs.columns <- names(parts$meta)
+  .parts_to_mudata(parts, features = features, obs.columns = obs.columns,
+                   categorical = categorical, continuous = continuous, check.empty = check.empty)
+}
+
+.parts_to_mudata <- function(parts, features = NULL, obs.columns = NULL, categorical = NULL,
+                             continuous = NULL, check.empty = TRUE) {
+  parts$counts <- .subset_modality_features(parts$counts, features)
+  .check_multimodal_counts(parts$counts, parts$where, check.empty = check.empty,
+                           fixes = parts$fixes, subset = names(features))
   obs <- .build_obs(parts$meta, parts$cells, obs.columns = obs.columns,
                     categorical = categorical, continuous = continuous)
   .counts_to_mudata(parts$counts, obs, parts$cells)
@@ -97,15 +109,53 @@ utils::globalVariables(".data")
     stop("Assay(s) ", paste0("'", missing, "'", collapse = ", "), " not in the Seurat object ",
          "(assays: ", paste(available, collapse = ", "), ").", call. = FALSE)
   }
-  cells <- colnames(object)
+  # The first assay's cells (all of them, or those of the layers named) are the cells used.
   counts <- list()
   where <- character()
+  fixes <- list()
+  meta <- NULL
+  layers <- character()
   for (assay in assays) {
-    one <- .seurat_counts(object, assay, layer)
-    counts[[assay]] <- .match_cells(one$counts, cells, one$where)
+    one <- .seurat_counts(object, assay, .modality_layer(object[[assay]], layer, first = is.null(meta)))
+    if (is.null(meta)) {
+      meta <- one$meta
+      cells <- colnames(one$counts)
+    } else if (.layer_column %in% names(one$meta)) {
+      meta <- .merge_layer_column(meta, one$meta[cells, , drop = FALSE], assay)
+    }
+    if (length(one$layers) > length(layers)) layers <- one$layers
+    counts[[assay]] <- .match_cells(one$counts, cells, one$where, colnames(object))
     where[[assay]] <- one$where
+    fixes[[assay]] <- one$fixes
   }
-  list(counts = counts, meta = object[[]], cells = cells, where = where)
+  list(counts = counts, meta = meta, cells = cells, where = where, fixes = fixes, layers = layers)
+}
+
+# A layer of a split first assay (e.g. "counts.g1") names cells: an assay that is not
+# split gives its "counts" for them.
+.modality_layer <- function(assay_obj, layer, first) {
+  if (first) return(layer)
+  available <- .assay_layers(assay_obj)
+  base <- unique(sub("\\..*$", "", layer))
+  if (!any(layer %in% available) && length(base) == 1 && base %in% available &&
+      !any(startsWith(available, paste0(base, ".")))) {
+    return(base)
+  }
+  layer
+}
+
+# Split assays of one object must agree on each cell's layer.
+.merge_layer_column <- function(meta, other, assay) {
+  if (!.layer_column %in% names(meta)) {
+    meta[[.layer_column]] <- other[[.layer_column]]
+    return(meta)
+  }
+  if (!identical(as.character(meta[[.layer_column]]), as.character(other[[.layer_column]]))) {
+    stop("Assay '", assay, "' is split into layers differently from the first assay: ",
+         "split every assay by the same column (or join the layers with JoinLayers()).",
+         call. = FALSE)
+  }
+  meta
 }
 
 .sce_modalities <- function(object, altexps, main.name, assay.type) {
@@ -132,6 +182,8 @@ utils::globalVariables(".data")
   main <- .sce_counts(object, assay.type)
   counts <- list()
   where <- character()
+  fixes <- list()
+  fixes[[main.name]] <- main$fixes
   where[[main.name]] <- paste0("main experiment, ", main$where)
   counts[[main.name]] <- .match_cells(main$counts, cells, where[[main.name]])
   for (alt in altexps) {
@@ -148,18 +200,21 @@ utils::globalVariables(".data")
     if (is.null(colnames(m))) colnames(m) <- cells
     where[[alt]] <- paste0(what, ", assay '", assay.type, "'")
     counts[[alt]] <- .match_cells(.as_dgc(m, where[[alt]]), cells, where[[alt]])
+    code <- sprintf('SummarizedExperiment::assay(SingleCellExperiment::altExp(sce, "%s"), "%s")',
+                    alt, assay.type)
+    fixes[[alt]] <- list(genes = sprintf("names(which(Matrix::rowSums(%s) > 0))", code), object = "sce")
   }
-  cd <- SummarizedExperiment::colData(object)
-  meta <- lapply(stats::setNames(names(cd), names(cd)), function(col) cd[[col]])
-  list(counts = counts, meta = meta, cells = cells, where = where)
+  list(counts = counts, meta = main$meta, cells = cells, where = where, fixes = fixes,
+       layers = character())
 }
 
-# Put a modality's columns in the object's cell order; its cells must be the object's.
-.match_cells <- function(counts, cells, where) {
+# Put a modality's columns in the order of `cells`; it must hold each of them once, and
+# may hold other cells of the object (`unused`: cells of layers not used).
+.match_cells <- function(counts, cells, where, unused = character()) {
   have <- colnames(counts)
-  if (identical(have, cells)) return(counts)
-  if (is.null(have) || length(have) != length(cells) || !setequal(have, cells) ||
-      anyDuplicated(have)) {
+  if (identical(have, cells) || (!length(cells) && !ncol(counts))) return(counts)
+  if (is.null(have) || anyDuplicated(have) || !all(cells %in% have) ||
+      !all(setdiff(have, cells) %in% unused)) {
     only_here <- setdiff(have, cells)
     only_object <- setdiff(cells, have)
     stop("The cells of ", where, " do not match the object's cells (", length(have), " vs ",
@@ -189,15 +244,21 @@ utils::globalVariables(".data")
   counts
 }
 
-.check_multimodal_counts <- function(counts, where, check.empty = TRUE) {
+.check_multimodal_counts <- function(counts, where, check.empty = TRUE, fixes = NULL,
+                                     subset = character()) {
   for (mod in names(counts)) {
     .check_counts(counts[[mod]], where[[mod]], check.empty = FALSE)
     if (check.empty) {
       empty <- which(Matrix::rowSums(counts[[mod]]) == 0)
       if (length(empty)) {
+        fix <- if (mod %in% subset || is.null(fixes[[mod]])) {
+          paste0("leave them out of features$", mod)
+        } else {
+          paste0("pass features = list(", mod, " = ", fixes[[mod]]$genes, ") (", fixes[[mod]]$object,
+                 ": your object)")
+        }
         stop(where[[mod]], " has ", length(empty), " feature(s) with zero total counts (e.g. '",
-             rownames(counts[[mod]])[empty[1]], "'): pass features = list(", mod,
-             " = ...) without them or subset the object.", call. = FALSE)
+             rownames(counts[[mod]])[empty[1]], "'): ", fix, ".", call. = FALSE)
       }
     }
   }
@@ -278,16 +339,19 @@ regularizedviMultimodalModel <- function(object, assays = NULL, altexps = NULL, 
                                                          "single_encoder"),
                                          seed = 0) {
   latent.mode <- match.arg(latent.mode)
-  setup_args <- .setup_args(list(
+  net <- .check_args(n.hidden = n.hidden, n.latent = n.latent, n.layers = n.layers,
+                     dropout.rate = dropout.rate, seed = seed)
+  parts <- .multimodal_parts(object, assays = assays, layer = layer, altexps = altexps,
+                             main.name = main.name, assay.type = assay.type)
+  covariates <- .default_batch(list(
     batch = batch, ambient = ambient, nn.conditioning = nn.conditioning,
     feature.scaling = feature.scaling, dispersion = dispersion, library.size = library.size,
     encoder.covariates = encoder.covariates, continuous.covariates = continuous.covariates
-  ))
+  ), parts$meta, parts$layers)
+  setup_args <- .setup_args(covariates)
   columns <- .setup_columns(setup_args)
-  mdata <- as.MuData(object, assays = assays, layer = layer, altexps = altexps,
-                     main.name = main.name, assay.type = assay.type,
-                     categorical = columns$categorical, continuous = columns$continuous,
-                     features = features)
+  mdata <- .parts_to_mudata(parts, features = features, categorical = columns$categorical,
+                            continuous = columns$continuous)
   mods <- as.character(reticulate::py_to_r(reticulate::import_builtins(convert = FALSE)$list(mdata$mod)))
   if (length(mods) < 2) {
     stop("A multimodal model needs at least 2 modalities, got ", length(mods), " (",
@@ -299,11 +363,11 @@ regularizedviMultimodalModel <- function(object, assays = NULL, altexps = NULL, 
   .py_call(do.call(rv$RegularizedMultimodalVI$setup_mudata,
                    c(list(mdata, modalities = modalities), setup_args)),
            "Setting up the data failed")
-  .set_seed(seed)
-  py <- .py_call(rv$RegularizedMultimodalVI(mdata, n_hidden = .per_modality(n.hidden, mods, "n.hidden"),
-                                            n_latent = .per_modality(n.latent, mods, "n.latent"),
-                                            n_layers = as.integer(n.layers),
-                                            dropout_rate = as.numeric(dropout.rate),
+  .set_seed(net$seed)
+  py <- .py_call(rv$RegularizedMultimodalVI(mdata, n_hidden = .per_modality(net$n.hidden, mods, "n.hidden"),
+                                            n_latent = .per_modality(net$n.latent, mods, "n.latent"),
+                                            n_layers = net$n.layers,
+                                            dropout_rate = net$dropout.rate,
                                             latent_mode = latent.mode),
                  "Building the model failed")
   .multimodal_model_from_py(py, mdata)
@@ -391,28 +455,16 @@ RunRegularizedMultimodalVI <- function(object, assays = c("RNA", "ADT"), batch =
     stop("RunRegularizedMultimodalVI() needs a Seurat object; for a SingleCellExperiment use ",
          "runRegularizedMultimodalVI().", call. = FALSE)
   }
+  .check_train_args(max.epochs = max.epochs, batch.size = batch.size, accelerator = accelerator,
+                    devices = devices, progress = progress, seed = seed)
   model <- regularizedviMultimodalModel(object, assays = assays, batch = batch, ...,
                                         layer = layer, latent.mode = latent.mode, seed = seed)
   trainRegularizedVI(model, max.epochs = max.epochs, accelerator = accelerator, devices = devices,
                      batch.size = batch.size, progress = progress)
   object <- .attach_seurat_reduction(object, model, model$modalities[1], reduction.name,
                                      reduction.key)
-  # Several assays: Seurat logs the command without an assay suffix and warns about it;
-  # the handler that silences that warning shows up as the command name, so rename it.
-  call <- match.call()
-  before <- names(object@commands)
-  object <- withCallingHandlers(SeuratObject::LogSeuratCommand(object = object), warning = function(w) {
-    if (grepl("without an assay", conditionMessage(w))) invokeRestart("muffleWarning")
-  })
-  added <- setdiff(names(object@commands), before)
-  if (length(added) == 1) {
-    command <- object@commands[[added]]
-    command@name <- "RunRegularizedMultimodalVI"
-    command@call.string <- paste(deparse(call), collapse = " ")
-    object@commands[[added]] <- NULL
-    object@commands[["RunRegularizedMultimodalVI"]] <- command
-  }
-  object
+  # Several assays: logged without an assay suffix, as Seurat does.
+  .log_command(object, "RunRegularizedMultimodalVI", assay.used = model$modalities[1])
 }
 
 #' Run multimodal regularizedvi on a SingleCellExperiment with altExps
@@ -450,6 +502,8 @@ runRegularizedMultimodalVI <- function(x, altexps = NULL, batch = NULL, ...,
     stop("runRegularizedMultimodalVI() needs a SingleCellExperiment; for a Seurat object use ",
          "RunRegularizedMultimodalVI().", call. = FALSE)
   }
+  .check_train_args(max.epochs = max.epochs, batch.size = batch.size, accelerator = accelerator,
+                    devices = devices, progress = progress, seed = seed)
   model <- regularizedviMultimodalModel(x, altexps = altexps, batch = batch, ...,
                                         main.name = main.name, assay.type = assay.type,
                                         latent.mode = latent.mode, seed = seed)

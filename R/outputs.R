@@ -12,17 +12,40 @@
 #'   counts-per-10k-like values).
 #' @param name Name under which the model is stored in `model` when it is an
 #'   object.
+#' @param features Genes (features) to return, in this order (default: all of
+#'   the model's); the values are still normalized over all genes.
 #' @param ... Further arguments of the Python `get_normalized_expression()`
-#'   (e.g. `n_samples = 10L`).
-#' @return A dense genes x cells matrix with dimnames.
+#'   (e.g. `n_samples = 10L`; `modality = "ADT"` for a multimodal model).
+#' @return A dense genes x cells matrix with dimnames (the mean over
+#'   `n_samples` posterior draws).
 #' @export
-getNormalizedExpression <- function(model, library.size = 1, name = "regularizedvi", ...) {
+getNormalizedExpression <- function(model, library.size = 1, name = "regularizedvi",
+                                    features = NULL, ...) {
   model <- getRegularizedVIModel(model, name)
-  values <- .py_call(model$py$get_normalized_expression(library_size = as.numeric(library.size),
-                                                        return_numpy = TRUE, ...),
-                     "Computing the normalized expression failed")
-  values <- t(reticulate::py_to_r(values))
-  dimnames(values) <- list(model$genes, model$cells)
+  if (!is.numeric(library.size) || length(library.size) != 1 || !is.finite(library.size) ||
+      library.size <= 0) {
+    stop("`library.size` must be one positive number, not ", deparse(library.size)[1], ".",
+         call. = FALSE)
+  }
+  args <- list(library_size = as.numeric(library.size), return_numpy = FALSE, return_mean = TRUE, ...)
+  if (!is.null(features)) {
+    multimodal <- inherits(model, "regularizedviMultimodalModel")
+    modality <- if (is.null(args$modality)) model$modalities[1] else args$modality
+    known <- if (multimodal) model$features[[modality]] else model$genes
+    features <- unique(as.character(features))
+    missing <- setdiff(features, known)
+    if (length(missing) || !length(features)) {
+      stop(length(missing), " of `features` are not the model's genes (e.g. ",
+           paste(utils::head(missing, 5), collapse = ", "), ").", call. = FALSE)
+    }
+    args[[if (multimodal) "feature_list" else "gene_list"]] <- reticulate::r_to_py(as.list(features))
+  }
+  df <- .py_call(do.call(model$py$get_normalized_expression, args),
+                 "Computing the normalized expression failed")
+  values <- t(reticulate::py_to_r(df$to_numpy(dtype = "float64")))
+  dimnames(values) <- list(as.character(reticulate::py_to_r(df$columns$astype("str")$tolist())),
+                           as.character(reticulate::py_to_r(df$index$astype("str")$tolist())))
+  if (!is.null(features)) values <- values[features, , drop = FALSE]
   values
 }
 
@@ -76,23 +99,91 @@ getAmbientCorrectedCounts <- function(model, name = "regularizedvi") {
 
 #' Add regularizedvi normalized expression as a Seurat assay
 #'
-#' @param object A `Seurat` object after [RunRegularizedVI()].
-#' @param new.assay Name of the new assay (default `"RVI"`); its `data` slot
+#' Stores the model's normalized expression (dense: one value per gene and
+#' cell) as a new assay: an `Assay5` (layer `data`) on SeuratObject >= 5, an
+#' `Assay` (slot `data`) on SeuratObject 4. By default only the variable
+#' features of the model's assay are stored when they are set (a message says
+#' how many); `features` chooses others. The call is logged in
+#' `Command(object)` as `AddNormalizedExpression.<new.assay>`.
+#'
+#' @param object A `Seurat` object after [RunRegularizedVI()] (or
+#'   `IntegrateLayers(method = RegularizedVIIntegration)`).
+#' @param new.assay Name of the new assay (default `"RVI"`); its `data` layer
 #'   holds the normalized expression.
 #' @param reduction Reduction under which the model is stored.
-#' @param library.size What each cell sums to (default 1e4).
-#' @param ... Passed to [getNormalizedExpression()].
-#' @return The Seurat object with the new assay (the default assay unchanged).
+#' @param library.size What each cell sums to over all genes (default 1e4).
+#' @param features Genes to store (default: the assay's variable features that
+#'   the model has, when any are set; otherwise all the model's genes).
+#' @param max.values Refuse to store more than this many values (genes x
+#'   cells; default 2e8, i.e. 1.6 GB of doubles): pass fewer `features` or
+#'   raise it.
+#' @param ... Passed to [getNormalizedExpression()] (e.g. `n_samples = 10L`).
+#' @return The Seurat object with the new assay (the default assay unchanged;
+#'   the cells of the model only) and a command log entry.
 #' @export
 AddNormalizedExpression <- function(object, new.assay = "RVI", reduction = "regularizedvi",
-                                    library.size = 1e4, ...) {
-  values <- getNormalizedExpression(object, library.size = library.size, name = reduction, ...)
-  values <- values[, colnames(object), drop = FALSE]
-  assay <- SeuratObject::CreateAssayObject(data = values)
+                                    library.size = 1e4, features = NULL, max.values = 2e8, ...) {
+  model <- getRegularizedVIModel(object, reduction)
+  assay <- SeuratObject::DefaultAssay(object[[reduction]])
+  if (is.null(features)) {
+    variable <- if (assay %in% SeuratObject::Assays(object)) {
+      SeuratObject::VariableFeatures(object, assay = assay)
+    }
+    features <- intersect(variable, model$genes)
+    if (length(features)) {
+      message("Storing the normalized expression of the ", length(features), " variable features ",
+              "of assay '", assay, "' (of the model's ", length(model$genes), " genes); ",
+              "pass `features` to choose others.")
+    } else {
+      features <- model$genes
+    }
+  }
+  cells <- colnames(object)[colnames(object) %in% model$cells]
+  if (!length(cells)) stop("None of the object's cells are the model's cells.", call. = FALSE)
+  if (!.seurat_v5() && length(cells) < ncol(object)) {
+    stop("The model describes ", length(cells), " of the object's ", ncol(object), " cells; ",
+         "a Seurat 4 assay must hold every cell: subset the object to the model's cells first.",
+         call. = FALSE)
+  }
+  .check_dense_size(length(unique(features)), length(cells), max.values)
+  values <- getNormalizedExpression(model, library.size = library.size, features = features, ...)
+  values <- values[, cells, drop = FALSE]
+  assay_obj <- .dense_data_assay(values)
   # A key of its own, so that it never collides with the reduction's "rvi_".
-  SeuratObject::Key(assay) <- paste0(gsub("[^[:alnum:]]", "", tolower(new.assay)), "expr_")
-  object[[new.assay]] <- assay
-  object
+  SeuratObject::Key(assay_obj) <- paste0(gsub("[^[:alnum:]]", "", tolower(new.assay)), "expr_")
+  # SeuratObject 5 warns that an assay without counts has no counts layer: none is meant.
+  object <- withCallingHandlers({
+    object[[new.assay]] <- assay_obj
+    object
+  }, warning = function(w) {
+    if (grepl("No layers found", conditionMessage(w), fixed = TRUE)) invokeRestart("muffleWarning")
+  })
+  .log_command(object, "AddNormalizedExpression", assay = new.assay, assay.used = assay)
+}
+
+# An assay whose data layer / slot is the dense matrix as it is (CreateAssay5Object()
+# would convert it to a sparse matrix without zeros, 1.5x its size).
+.dense_data_assay <- function(values) {
+  if (!.seurat_v5()) return(SeuratObject::CreateAssayObject(data = values))
+  empty <- Matrix::sparseMatrix(i = integer(0), j = integer(0), x = numeric(0), dims = dim(values),
+                                dimnames = dimnames(values))
+  assay <- getExportedValue("SeuratObject", "CreateAssay5Object")(data = empty)
+  layer_data <- getExportedValue("SeuratObject", "LayerData<-")
+  layer_data(assay, layer = "data", value = values)
+}
+
+# Normalized expression is dense: refuse sizes the user did not ask for knowingly.
+.check_dense_size <- function(n_genes, n_cells, max.values) {
+  if (!is.numeric(max.values) || length(max.values) != 1 || is.na(max.values) || max.values <= 0) {
+    stop("`max.values` must be one positive number.", call. = FALSE)
+  }
+  if (n_genes * n_cells > max.values) {
+    stop("The normalized expression of ", n_genes, " genes x ", n_cells, " cells is a dense matrix ",
+         "of ", format(n_genes * n_cells * 8 / 2^30, digits = 3), " GB (", format(n_genes * n_cells),
+         " values > max.values = ", format(max.values), "). Pass fewer `features` (e.g. ",
+         "features = VariableFeatures(obj)) or raise `max.values`.", call. = FALSE)
+  }
+  invisible(TRUE)
 }
 
 #' Add regularizedvi normalized expression as a SingleCellExperiment assay
@@ -107,7 +198,9 @@ AddNormalizedExpression <- function(object, new.assay = "RVI", reduction = "regu
 #'   are filled: an object with more genes gets `NA` for the others.
 #' @export
 addNormalizedExpression <- function(x, assay.name = "regularizedvi_normalized",
-                                    name = "regularizedvi", library.size = 1e4, ...) {
+                                    name = "regularizedvi", library.size = 1e4, max.values = 2e8,
+                                    ...) {
+  .check_dense_size(nrow(x), ncol(x), max.values)
   values <- getNormalizedExpression(x, library.size = library.size, name = name, ...)
   full <- matrix(NA_real_, nrow(x), ncol(x), dimnames = dimnames(x))
   full[rownames(values), colnames(values)] <- values

@@ -1,7 +1,7 @@
 test_that("pbmc_small converts exactly: every count, name and factor level", {
   skip_if_no_regularizedvi()
   obj <- pbmc()
-  counts <- SeuratObject::GetAssayData(obj, slot = "counts")
+  counts <- layer_data(obj, "counts")
   adata <- as.AnnData(obj, obs.columns = TRUE, categorical = "groups")
   sp <- reticulate::import("scipy.sparse", convert = FALSE)
   expect_true(reticulate::py_to_r(sp$issparse(adata$X)))
@@ -75,8 +75,9 @@ test_that("bad input gives clear R errors", {
   expect_error(as.AnnData(obj, categorical = "no_such_column"),
                "'no_such_column' \\(categorical covariate\\) not found.*groups")
   no_counts <- suppressWarnings(SeuratObject::CreateSeuratObject(
-    SeuratObject::CreateAssayObject(data = SeuratObject::GetAssayData(obj, slot = "data"))))
-  expect_error(as.AnnData(no_counts), "is empty: this Seurat object has no raw counts")
+    SeuratObject::CreateAssayObject(data = layer_data(obj, "data"))))
+  expect_error(as.AnnData(no_counts),
+               "assay 'RNA' has no layer 'counts' \\(layers: data\\)\\. It holds no raw counts")
   expect_error(as.AnnData(matrix(1:4, 2)), "Expected a Seurat or SingleCellExperiment")
   sce <- synthetic_sce()
   expect_error(as.AnnData(sce, assay.type = "logcounts"), "no assay 'logcounts'.*counts")

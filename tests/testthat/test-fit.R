@@ -3,8 +3,10 @@ test_that("RunRegularizedVI attaches a DimReduc in cell order, a command log and
   obj <- pbmc()
   set.seed(3)
   shuffled <- obj[, sample(colnames(obj))]
-  out <- RunRegularizedVI(shuffled, batch = "groups", n.hidden = 16, n.latent = 4, max.epochs = 2,
-                          progress = FALSE, accelerator = "cpu")
+  # Called namespace-qualified, as in scripts: no warning about the command name.
+  expect_no_warning(
+    out <- regularizedvi::RunRegularizedVI(shuffled, batch = "groups", n.hidden = 16, n.latent = 4,
+                                           max.epochs = 2, progress = FALSE, accelerator = "cpu"))
   expect_true("regularizedvi" %in% SeuratObject::Reductions(out))
   emb <- SeuratObject::Embeddings(out, "regularizedvi")
   expect_identical(rownames(emb), colnames(shuffled))
@@ -13,13 +15,17 @@ test_that("RunRegularizedVI attaches a DimReduc in cell order, a command log and
   expect_identical(SeuratObject::DefaultAssay(out[["regularizedvi"]]), "RNA")
   expect_identical(setdiff(command_names(out), command_names(shuffled)), "RunRegularizedVI.RNA")
   expect_identical(out@commands[["RunRegularizedVI.RNA"]]$batch, "groups")
+  expect_identical(out@commands[["RunRegularizedVI.RNA"]]$n.latent, 4)  # `...` arguments too
+  expect_identical(out@commands[["RunRegularizedVI.RNA"]]@call.string,
+                   paste("regularizedvi::RunRegularizedVI(shuffled, batch = \"groups\", n.hidden = 16,",
+                         "n.latent = 4, max.epochs = 2, progress = FALSE, accelerator = \"cpu\")"))
   model <- getRegularizedVIModel(out)
   expect_s3_class(model, "regularizedviModel")
   # The stored embedding is the model's, row for row by cell name.
   expect_equal(emb, getLatent(model)[colnames(shuffled), ], ignore_attr = TRUE)
   # Everything else is untouched.
-  expect_identical(SeuratObject::GetAssayData(out, slot = "counts"),
-                   SeuratObject::GetAssayData(shuffled, slot = "counts"))
+  expect_identical(layer_data(out, "counts"),
+                   layer_data(shuffled, "counts"))
   expect_identical(out[[]], shuffled[[]])
 })
 

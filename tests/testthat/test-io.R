@@ -61,3 +61,40 @@ test_that("an SCE query maps onto a reference trained on part of kang", {
   expect_identical(names(getAmbientProfile(mapped)), c("ctrl101", "stim101", "ctrl107", "stim107"))
   expect_error(mapRegularizedVIQuery(pbmc(), dir), "needs a SingleCellExperiment")
 })
+
+test_that("a damaged or foreign model.json is one R error naming the file", {
+  skip_if_no_regularizedvi()
+  obj <- do.call(RunRegularizedVI, c(list(pbmc(), batch = "groups"), tiny_fit))
+  dir <- tempfile("rvi-damaged-")
+  on.exit(unlink(dir, recursive = TRUE), add = TRUE)
+  SaveRegularizedVI(obj, dir)
+  file <- file.path(dir, "model.json")
+  good <- readChar(file, file.size(file), useBytes = TRUE)
+  cases <- list(
+    truncated = list(substr(good, 1, nchar(good) %/% 2), "not valid JSON"),
+    empty = list("", "not valid JSON: Expecting value: line 1 column 1 (char 0)"),
+    text = list("this is not json", "not valid JSON: Expecting value"),
+    array = list("[1, 2, 3]", "no model registry or gene names in it"),
+    foreign = list('{"name": "another tool", "var_names": ["a"]}', "no model registry or gene names in it"),
+    binary = list(as.raw(c(0xff, 0xfe, 0x00, 0x81, 0x7b)), "not valid JSON")
+  )
+  for (name in names(cases)) {
+    content <- cases[[name]][[1]]
+    if (is.raw(content)) writeBin(content, file) else writeLines(content, file, sep = "")
+    for (call in list(function() LoadRegularizedVI(dir, pbmc()),
+                      function() MapRegularizedVIQuery(pbmc(), dir, max.epochs = 2, progress = FALSE))) {
+      err <- tryCatch(call(), error = identity)
+      msg <- conditionMessage(err)
+      expect_match(msg, paste0("^'", file, "' is damaged or not a regularizedvi model \\("), info = name)
+      expect_match(msg, cases[[name]][[2]], fixed = TRUE, info = name)
+      expect_match(msg, "Save the model again with SaveRegularizedVI()", fixed = TRUE, info = name)
+      expect_false(grepl("Traceback|File \"|JSONDecodeError|py_last_error", msg), info = name)
+    }
+  }
+  # A damaged weights file: the Python error arrives as one short R error.
+  writeLines(good, file, sep = "")
+  writeBin(as.raw(1:64), file.path(dir, "weights.pt"))
+  err <- tryCatch(LoadRegularizedVI(dir, pbmc()), error = identity)
+  expect_match(conditionMessage(err), "^Loading the model failed: ")
+  expect_false(grepl("Traceback|py_last_error", conditionMessage(err)))
+})

@@ -1,36 +1,5 @@
 # Several modalities: Seurat assays / SCE altExps -> MuData, the multimodal model, attribution.
 
-# pbmc_small RNA counts + a made-up ADT assay: 10 proteins with known counts.
-adt_counts <- function(cells) {
-  n <- length(cells)
-  m <- matrix(as.double((seq_len(10 * n) %% 7) + rep(seq_len(10), times = n) %% 3), 10, n,
-              dimnames = list(paste0("prot", 1:10), cells))
-  m[1, ] <- m[1, ] + 1  # every cell has ADT counts
-  Matrix::Matrix(m, sparse = TRUE)
-}
-
-citeseq <- function() {
-  skip_if_not_installed("SeuratObject")
-  obj <- SeuratObject::pbmc_small
-  obj[["ADT"]] <- SeuratObject::CreateAssayObject(counts = adt_counts(colnames(obj)))
-  obj
-}
-
-citeseq_sce <- function() {
-  skip_if_not_installed("SingleCellExperiment")
-  sce <- synthetic_sce()
-  SingleCellExperiment::altExp(sce, "ADT") <- SingleCellExperiment::SingleCellExperiment(
-    assays = list(counts = adt_counts(colnames(sce))))
-  sce
-}
-
-mod_counts <- function(mdata, mod) py_counts(reticulate::py_get_item(mdata$mod, mod))
-mod_names <- function(mdata) {
-  as.character(reticulate::py_to_r(reticulate::import_builtins(convert = FALSE)$list(mdata$mod)))
-}
-
-tiny_multi <- list(n.hidden = 8, n.latent = 2, max.epochs = 2, progress = FALSE, accelerator = "cpu")
-
 test_that("as.MuData keeps every modality of a Seurat object, count for count", {
   skip_if_no_regularizedvi()
   obj <- citeseq()
@@ -43,7 +12,7 @@ test_that("as.MuData keeps every modality of a Seurat object, count for count", 
     x <- reticulate::py_get_item(mdata$mod, assay)$X
     expect_true(reticulate::py_to_r(reticulate::import("scipy.sparse", convert = FALSE)$issparse(x)))
     expect_identical(mod_counts(mdata, assay),
-                     methods::as(SeuratObject::GetAssayData(obj, slot = "counts", assay = assay), "dgCMatrix"))
+                     methods::as(layer_data(obj, "counts", assay), "dgCMatrix"))
   }
   groups <- reticulate::py_to_r(obs_col(mdata, "groups")$astype("str")$tolist())
   expect_identical(as.character(groups), as.character(obj$groups))
@@ -69,8 +38,8 @@ test_that("missing assays, assays without counts and mismatched cells are refuse
   obj <- citeseq()
   expect_error(as.MuData(obj, assays = c("RNA", "HTO")), "Assay\\(s\\) 'HTO' not in the Seurat object")
   obj[["LOG"]] <- SeuratObject::CreateAssayObject(
-    data = log1p(as.matrix(SeuratObject::GetAssayData(obj, slot = "counts", assay = "ADT"))))
-  expect_error(as.MuData(obj, assays = c("RNA", "LOG")), "'LOG', layer 'counts' is empty")
+    data = log1p(as.matrix(layer_data(obj, "counts", "ADT"))))
+  expect_error(as.MuData(obj, assays = c("RNA", "LOG")), "assay 'LOG' has no layer 'counts'.*no raw counts")
   bad <- citeseq()
   m <- bad@assays$ADT@counts
   colnames(m)[1] <- "not_a_cell"

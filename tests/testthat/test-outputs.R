@@ -8,12 +8,38 @@ test_that("normalized expression comes back genes x cells, summing to library.si
   values <- getNormalizedExpression(obj, library.size = 10)
   expect_identical(dimnames(values), list(rownames(obj), colnames(obj)))
   expect_equal(unname(colSums(values)), rep(10, ncol(obj)), tolerance = 1e-5)
-  out <- AddNormalizedExpression(obj)
+  # pbmc_small has 20 variable features: they are what is stored by default.
+  variable <- SeuratObject::VariableFeatures(obj)
+  expect_length(variable, 20)
+  # each call draws z once from the posterior: the same torch seed gives the same draw
+  torch_seed()
+  expect_message(out <- regularizedvi::AddNormalizedExpression(obj),
+                 "normalized expression of the 20 variable features of assay 'RNA' \\(of the model's 230 genes\\)")
   expect_true("RVI" %in% SeuratObject::Assays(out))
   expect_identical(SeuratObject::DefaultAssay(out), "RNA")
-  data <- SeuratObject::GetAssayData(out, assay = "RVI", slot = "data")
+  expect_s4_class(out[["RVI"]], if (is_seurat5()) "Assay5" else "Assay")
+  data <- layer_data(out, "data", "RVI")
+  expect_identical(dimnames(data), list(variable, colnames(obj)))
+  torch_seed()
+  full <- getNormalizedExpression(obj, library.size = 1e4)
+  expect_equal(unname(as.matrix(data)), unname(full[variable, ]), tolerance = 1e-5)
+  # all genes on request; each cell sums to library.size over all genes
+  torch_seed()
+  expect_no_warning(out <- regularizedvi::AddNormalizedExpression(obj, features = rownames(obj)))
+  data <- layer_data(out, "data", "RVI")
   expect_identical(dimnames(data), dimnames(values))
   expect_equal(unname(colSums(as.matrix(data))), rep(1e4, ncol(obj)), tolerance = 1e-4)
+  expect_equal(unname(as.matrix(data)), unname(full), tolerance = 1e-5)
+  # logged like the run functions, with its arguments
+  expect_identical(setdiff(command_names(out), command_names(obj)), "AddNormalizedExpression.RVI")
+  expect_identical(out@commands[["AddNormalizedExpression.RVI"]]$features, rownames(obj))
+  expect_match(out@commands[["AddNormalizedExpression.RVI"]]@call.string,
+               "regularizedvi::AddNormalizedExpression(obj, features = rownames(obj))", fixed = TRUE)
+  # a size guard instead of a dense genes x cells surprise
+  expect_error(AddNormalizedExpression(obj, features = rownames(obj), max.values = 1000),
+               "230 genes x 80 cells is a dense matrix of 0.000137 GB \\(18400 values > max.values = 1000\\)\\. Pass fewer `features`")
+  expect_error(AddNormalizedExpression(obj, features = c("MS4A1", "nope")), "1 of `features` are not the model's genes \\(e.g. nope\\)")
+  expect_error(getNormalizedExpression(obj, library.size = -1), "`library.size` must be one positive number")
 })
 
 test_that("the ambient profile is a genes x categories data.frame of profiles", {
@@ -30,7 +56,7 @@ test_that("ambient-corrected counts are sparse, same pattern, never above the co
   skip_if_no_regularizedvi()
   obj <- fit_small()
   corrected <- getAmbientCorrectedCounts(obj)
-  counts <- SeuratObject::GetAssayData(obj, slot = "counts")
+  counts <- layer_data(obj, "counts")
   expect_s4_class(corrected, "dgCMatrix")
   expect_identical(dimnames(corrected), dimnames(counts))
   expect_true(all(corrected[counts == 0] == 0))
@@ -61,7 +87,7 @@ test_that("regularizedviDE recovers the clusters' fold changes and names bad cel
   expect_setequal(rownames(de), rownames(obj))
   expect_true(all(c("proba_de", "lfc_mean", "bayes_factor") %in% names(de)))
   # ground truth from the counts: log2 ratio of the two clusters' mean counts-per-10k
-  counts <- as.matrix(SeuratObject::GetAssayData(obj, slot = "counts"))
+  counts <- as.matrix(layer_data(obj, "counts"))
   cp <- t(t(counts) / colSums(counts)) * 1e4
   raw <- log2((rowMeans(cp[, c1]) + 1) / (rowMeans(cp[, c2]) + 1))
   top <- names(sort(abs(raw), decreasing = TRUE))[1:20]

@@ -1,0 +1,105 @@
+# Arguments are checked in R before anything reaches Python, and never coerced
+# silently: 2.7 epochs is an error, not 2; 0 epochs is an error, not an untrained model.
+
+# What each checked argument may be: whole numbers with a minimum (`null`: NULL allowed,
+# meaning "the default"), or a rate in [0, 1).
+.arg_rules <- list(
+  max.epochs = list(min = 1, null = TRUE),
+  batch.size = list(min = 1, null = FALSE),
+  n.hidden = list(min = 1, null = FALSE),
+  n.latent = list(min = 1, null = FALSE),
+  n.layers = list(min = 1, null = FALSE),
+  seed = list(min = 0, null = TRUE),
+  dropout.rate = list(rate = TRUE, null = FALSE)
+)
+
+# Check the named arguments against .arg_rules; returns them as Python will get them
+# (whole numbers as integers). A named list / vector (one value per modality) is checked
+# value by value.
+.check_args <- function(...) {
+  args <- list(...)
+  for (name in names(args)) {
+    rule <- .arg_rules[[name]]
+    value <- args[[name]]
+    if (is.null(value)) {
+      if (!isTRUE(rule$null)) stop("`", name, "` must be given (it is NULL).", call. = FALSE)
+      next
+    }
+    values <- if (is.list(value)) value else as.list(value)
+    if (!length(values) || (length(values) > 1 && is.null(names(value)))) {
+      stop("`", name, "` must be a single number, got ", length(values), " values.", call. = FALSE)
+    }
+    checked <- lapply(values, .check_one_arg, name = name, rule = rule)
+    args[name] <- list(if (length(checked) == 1 && is.null(names(value))) checked[[1]] else
+      stats::setNames(checked, names(value)))
+  }
+  args
+}
+
+.check_one_arg <- function(v, name, rule) {
+  shown <- if (is.character(v)) paste0('"', v, '"') else paste(format(v), collapse = " ")
+  if (length(v) != 1 || !(is.numeric(v) && !is.factor(v)) || is.na(v) || !is.finite(v)) {
+    what <- if (isTRUE(rule$rate)) "a number in [0, 1)" else sprintf("a whole number >= %d", rule$min)
+    stop("`", name, "` must be ", what, ", not ", shown,
+         if (!is.numeric(v)) paste0(" (", class(v)[1], ")") else "", ".", call. = FALSE)
+  }
+  if (isTRUE(rule$rate)) {
+    if (v < 0 || v >= 1) stop("`", name, "` must be in [0, 1), not ", shown, ".", call. = FALSE)
+    return(as.numeric(v))
+  }
+  if (v != round(v)) {
+    stop("`", name, "` must be a whole number, not ", shown, " (it is not rounded for you).",
+         call. = FALSE)
+  }
+  if (v < rule$min) stop("`", name, "` must be >= ", rule$min, ", not ", shown, ".", call. = FALSE)
+  if (v > .Machine$integer.max) stop("`", name, "` is too large (", shown, ").", call. = FALSE)
+  as.integer(v)
+}
+
+# Numeric columns with many distinct values are measurements (nCount_RNA, percent.mt),
+# not groups: refused as categorical covariates unless the user makes them a factor or
+# character column. The bound: non-whole values, or more distinct values than
+# .max_numeric_levels or than half of the cells.
+.max_numeric_levels <- 100
+
+.check_numeric_categorical <- function(values, col) {
+  if (!is.numeric(values)) return(invisible(TRUE))
+  distinct <- length(unique(values))
+  fractional <- any(values != round(values))
+  if (fractional || distinct > min(.max_numeric_levels, length(values) / 2)) {
+    ref <- if (make.names(col) == col) col else paste0("`", col, "`")
+    stop("Column '", col, "' is numeric with ", distinct, " distinct values",
+         if (fractional) " (not whole numbers)" else "", " for ", length(values), " cells: ",
+         "it looks like a measurement, not groups of cells, and cannot be a categorical ",
+         "covariate (batch, ambient, nn.conditioning, ...). Use a column of groups (sample, ",
+         "channel), give it as continuous.covariates, or, if it really holds group labels, ",
+         "convert it explicitly first: obj$", ref, " <- factor(obj$", ref, ") ",
+         "(SingleCellExperiment: sce$", ref, " <- factor(sce$", ref, ")).", call. = FALSE)
+  }
+  invisible(TRUE)
+}
+
+# The training options every run function takes, checked before any data are converted.
+.check_train_args <- function(max.epochs = NULL, batch.size = 128, accelerator = "auto",
+                              devices = "auto", progress = TRUE, seed = NULL) {
+  args <- .check_args(max.epochs = max.epochs, batch.size = batch.size, seed = seed)
+  if (!is.character(accelerator) || length(accelerator) != 1 || is.na(accelerator)) {
+    stop("`accelerator` must be one string (\"auto\", \"cpu\", \"gpu\", ...), not ",
+         deparse(accelerator)[1], ".", call. = FALSE)
+  }
+  if (is.numeric(devices)) {
+    if (!length(devices) || anyNA(devices) || any(devices != round(devices)) ||
+        (length(devices) == 1 && (devices < -1 || devices == 0)) || (length(devices) > 1 && any(devices < 0))) {
+      stop("`devices` must be \"auto\", a number of devices (-1: all) or device indices, not ",
+           deparse(devices)[1], ".", call. = FALSE)
+    }
+    devices <- as.integer(devices)
+  } else if (!is.character(devices) || length(devices) != 1 || is.na(devices)) {
+    stop("`devices` must be \"auto\", a number of devices or device indices, not ",
+         deparse(devices)[1], ".", call. = FALSE)
+  }
+  if (!is.logical(progress) || length(progress) != 1 || is.na(progress)) {
+    stop("`progress` must be TRUE or FALSE.", call. = FALSE)
+  }
+  c(args, list(devices = devices))
+}
