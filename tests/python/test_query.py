@@ -87,3 +87,30 @@ def test_query_with_only_known_categories_has_nothing_to_train(simulated):
     with pytest.raises(ValueError, match="Nothing to train"):
         mapped.train(max_epochs=1)
     assert mapped.get_latent_representation().shape == (200, 3)
+
+
+def test_label_transfer_recovers_labels_and_flags_a_type_the_reference_lacks(simulated):
+    ref = simulated[(simulated.obs["batch"] != "batch_2") & (simulated.obs["cell_type"] != "type_3")].copy()
+    query = simulated[simulated.obs["batch"] == "batch_2"].copy()
+    seed_everything(0)
+    rv.AmbientRegularizedSCVI.setup_anndata(ref, batch_key="batch", nn_conditioning_covariate_keys=["batch"])
+    reference = rv.AmbientRegularizedSCVI(ref, n_hidden=32, n_latent=5)
+    reference.train(max_epochs=60, enable_progress_bar=False)
+    mapped = rv.AmbientRegularizedSCVI.load_query_data(query, reference)
+    mapped.train(max_epochs=40, enable_progress_bar=False)
+    result = mapped.transfer_labels(ref, "cell_type")
+    assert list(result.index) == list(query.obs_names)
+    truth = query.obs["cell_type"].astype(str).to_numpy()
+    known = truth != "type_3"
+    accuracy = (result["predicted"].to_numpy()[known] == truth[known]).mean()
+    print("label transfer: accuracy", accuracy, "flagged known", result["unknown"][known].mean(),
+          "flagged novel", result["unknown"][~known].mean())
+    assert accuracy > 0.95
+    assert result["unknown"].to_numpy()[known].mean() < 0.1
+    assert result["unknown"].to_numpy()[~known].mean() > 0.9  # a type the reference lacks: "unknown"
+    assert set(result.loc[result["unknown"], "label"]) == {"unknown"}
+    assert ((result["confidence"] >= 0) & (result["confidence"] <= 1)).all()
+    with pytest.raises(KeyError, match="labels_key 'nope'"):
+        mapped.transfer_labels(ref, "nope")
+    with pytest.raises(ValueError, match="must be cells x dimensions"):
+        rv.transfer_labels(np.zeros((5, 3)), ["a"] * 5, np.zeros((2, 4)))

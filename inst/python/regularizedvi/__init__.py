@@ -16,6 +16,7 @@ from regularizedvi.model import (
     plot_modality_attribution,
     read_model_description,
     set_seed,
+    transfer_labels,
 )
 from regularizedvi.simulate import simulate_counts
 from regularizedvi.simulate_multiome import simulate_multiome
@@ -33,6 +34,7 @@ __all__ = [
     "plot_modality_attribution",
     "read_model_description",
     "set_seed",
+    "transfer_labels",
     "simulate_counts",
     "simulate_multiome",
     "__version__",

@@ -105,6 +105,14 @@ MAX_NUMERIC_CATEGORIES = 50
 # that they reach the data's values within a normal training run.
 GLOBAL_LR_MULTIPLIER = 10.0
 
+# ---- label transfer (model/_label_transfer.py) ----
+# k nearest reference cells per query cell; a query cell is flagged "unknown" when its
+# winning label's weighted vote share is below MIN_CONFIDENCE or its mean neighbour distance
+# exceeds MAX_DISTANCE_RATIO x the 99th percentile of the reference cells' own.
+LABEL_TRANSFER_NEIGHBOURS = 15
+LABEL_TRANSFER_MIN_CONFIDENCE = 0.5
+LABEL_TRANSFER_MAX_DISTANCE_RATIO = 1.5
+
 # ---- multimodal model (spec "RegularizedMultimodalVI generative model") ----
 # Latent strategy: "concatenation" (per-modality encoders, slices concatenated, one KL per
 # modality), "weighted_mean" (per-modality posteriors mixed by learned weights into one

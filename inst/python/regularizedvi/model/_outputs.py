@@ -171,6 +171,28 @@ class ModalityOutputsMixin:
             parts.append((q.loc if give_mean else q.sample()).cpu().numpy())
         return np.concatenate(parts)
 
+    def transfer_labels(self, reference, labels_key: str, adata=None, batch_size: int | None = None,
+                        **kwargs) -> pd.DataFrame:
+        """Labels of ``reference``'s cells transferred to ``adata``'s (default: this model's
+        data) by weighted k-NN in this model's latent space.
+
+        Typically called on a query model from :meth:`load_query_data` after training it:
+        ``reference`` (the reference AnnData / MuData, with ``labels_key`` in its ``obs``)
+        and the query are embedded by the same model. Returns one row per query cell, as
+        :func:`regularizedvi.transfer_labels` (``predicted``, ``label`` with low-confidence
+        cells ``"unknown"``, ``confidence``, ...); ``kwargs`` (``k``, ``min_confidence``,
+        ``max_distance_ratio``, ``unknown_label``) go there.
+        """
+        from regularizedvi.model._label_transfer import transfer_labels
+
+        if labels_key not in reference.obs:
+            raise KeyError(f"labels_key '{labels_key}' is not a column of the reference's obs "
+                           f"(columns: {list(reference.obs.columns)[:20]}).")
+        query = self._validate_anndata(adata)
+        return transfer_labels(
+            self.get_latent_representation(reference, batch_size=batch_size), reference.obs[labels_key].to_numpy(),
+            self.get_latent_representation(query, batch_size=batch_size), query_names=query.obs_names, **kwargs)
+
     # ------------------------------------------------------------------ expression
     @torch.inference_mode()
     def get_normalized_expression(
