@@ -79,7 +79,7 @@ def transfer_labels(reference_latent: np.ndarray, reference_labels, query_latent
     votes = np.zeros((query_latent.shape[0], categories.size))
     np.add.at(votes, (np.repeat(np.arange(query_latent.shape[0]), k), codes[neighbours].ravel()), weights.ravel())
     winner = votes.argmax(1)
-    confidence = votes[np.arange(votes.shape[0]), winner]
+    confidence = np.clip(votes[np.arange(votes.shape[0]), winner], 0.0, 1.0)
     distance_ratio = distances.mean(1) / scale
     unknown = (confidence < min_confidence) | (distance_ratio > max_distance_ratio)
     predicted = categories[winner]
