@@ -109,3 +109,17 @@ def test_save_load_gives_the_same_latent(fitted, tmp_path):
     loaded = rv.load_model(tmp_path / "m", model.adata)
     assert type(loaded) is type(model)
     np.testing.assert_array_equal(loaded.get_latent_representation(), model.get_latent_representation())
+
+
+def test_contamination_and_ambient_counts(fitted):
+    model, modality, counts = fitted
+    fraction = model.get_contamination_fraction(modality=modality)
+    assert list(fraction.index) == list(model.adata.obs_names)
+    assert ((fraction >= 0) & (fraction <= 1)).all() and fraction.mean() > 0
+    ambient = model.get_ambient_counts(modality=modality)
+    corrected = model.get_ambient_corrected_counts(modality=modality)
+    assert sparse.issparse(ambient) and ambient.min() >= 0
+    np.testing.assert_allclose((ambient + corrected).toarray(), counts.toarray(), rtol=1e-5, atol=1e-4)
+    if modality is not None:  # a modality without background: no contamination, nothing removed
+        assert (model.get_contamination_fraction(modality="atac") == 0).all()
+        assert model.get_ambient_counts(modality="atac").nnz == 0

@@ -278,29 +278,77 @@ class ModalityOutputsMixin:
         return pd.DataFrame(theta, index=self._feature_names_of(self.adata, name),
                             columns=[str(g) for g in groups])
 
-    @torch.inference_mode()
-    def get_ambient_corrected_counts(self, adata=None, indices=None, batch_size: int | None = None,
-                                     modality: str | None = None):
-        """Observed counts with the expected ambient share removed: ``x * rho / (rho + s)``.
-
-        Uses the posterior mean of each cell. Zeros stay zeros: a sparse input gives a
-        sparse CSR result of the same pattern (float32), a dense input a dense array.
-        A modality without background comes back unchanged (as float32).
-        """
+    def _ambient_shares(self, adata, indices, batch_size, modality):
+        """Per minibatch: ``(counts, ambient share s / (rho + s), background s y, signal rho y)``
+        at each cell's posterior mean (``None`` shares for a modality without background)."""
         name = self._modality(modality)
         adata, loader = self._minibatches(adata, indices, batch_size)
         observation = self.module.observation_of(name)
         key = self.module.counts_key(name)
-        parts = []
         for tensors in loader:
             rho = self._posterior_pass(tensors, give_mean=True)[1]["rho"][name]
             background = observation.background(self.module._to(tensors.get(K.AMBIENT)))
-            share = rho / (rho + background) if background is not None else torch.ones_like(rho)
-            x = tensors[key].to(share.device)
-            parts.append(sparse.csr_matrix((x * share).cpu().numpy().astype(np.float32)))
+            x = tensors[key].to(rho.device)
+            if background is None:
+                yield x, None, None, rho
+                continue
+            scaling = observation.feature_scaling(self.module._to(tensors.get(K.FEATURE_SCALING)))
+            scaling = 1.0 if scaling is None else scaling
+            yield x, background / (rho + background), background * scaling, rho * scaling
+
+    def _stack_counts(self, parts, adata, modality):
         result = sparse.vstack(parts, format="csr")
-        source = self.get_anndata_manager(adata, required=True).get_from_registry(key)
+        source = self.get_anndata_manager(self._validate_anndata(adata), required=True).get_from_registry(
+            self.module.counts_key(self._modality(modality)))
         return result if _is_sparse(source) else result.toarray()
+
+    @torch.inference_mode()
+    def get_ambient_corrected_counts(self, adata=None, indices=None, batch_size: int | None = None,
+                                     modality: str | None = None):
+        """Observed counts with their expected ambient part removed: ``x * rho / (rho + s)``.
+
+        Each observed count is split, in expectation, between the cell's own signal
+        ``rho`` and the background ``s`` of its ambient group, at the cell's posterior mean
+        (a posterior mean, not a sample: corrected counts are not whole numbers). Zeros
+        stay zeros, nothing exceeds the observed count: a sparse input gives a sparse CSR
+        result of the same pattern (float32), a dense input a dense array. A modality
+        without background comes back unchanged (as float32).
+        """
+        parts = []
+        for x, share, _, _ in self._ambient_shares(adata, indices, batch_size, modality):
+            kept = x if share is None else x * (1.0 - share)
+            parts.append(sparse.csr_matrix(kept.cpu().numpy().astype(np.float32)))
+        return self._stack_counts(parts, adata, modality)
+
+    @torch.inference_mode()
+    def get_ambient_counts(self, adata=None, indices=None, batch_size: int | None = None,
+                           modality: str | None = None):
+        """The expected ambient part of each observed count, ``x * s / (rho + s)``: the
+        observed counts minus :meth:`get_ambient_corrected_counts` (sparse like the input;
+        all zero for a modality without background)."""
+        parts = []
+        for x, share, _, _ in self._ambient_shares(adata, indices, batch_size, modality):
+            ambient = torch.zeros_like(x) if share is None else x * share
+            parts.append(sparse.csr_matrix(ambient.cpu().numpy().astype(np.float32)))
+        return self._stack_counts(parts, adata, modality)
+
+    @torch.inference_mode()
+    def get_contamination_fraction(self, adata=None, indices=None, batch_size: int | None = None,
+                                   modality: str | None = None) -> pd.Series:
+        """Expected background share of each cell's counts, in [0, 1]:
+        ``sum_f s_{e,f} y_f / sum_f (rho_nf + s_{e,f}) y_f`` at the cell's posterior mean
+        (``l_n`` cancels). Exactly 0 for a modality without background. Returns a Series
+        indexed by cell name."""
+        values = []
+        for x, _, background, signal in self._ambient_shares(adata, indices, batch_size, modality):
+            if background is None:
+                values.append(np.zeros(x.shape[0]))
+                continue
+            ambient = background.expand_as(signal).sum(-1)
+            values.append((ambient / (ambient + signal.sum(-1))).clamp(0.0, 1.0).cpu().numpy())
+        adata = self._validate_anndata(adata)
+        return pd.Series(np.concatenate(values), index=self._cell_names(adata, indices),
+                         name="contamination_fraction")
 
     @torch.inference_mode()
     def posterior_predictive_sample(self, adata=None, indices=None, n_samples: int = 1,
