@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from regularizedvi.data import align_features
+from regularizedvi.data import align_features, estimate_ambient_profile
 from regularizedvi.model import (
     AmbientRegularizedSCVI,
     RegularizedMultimodalVI,
@@ -28,6 +28,7 @@ except PackageNotFoundError:  # running from a source tree without installation
 
 __all__ = [
     "align_features",
+    "estimate_ambient_profile",
     "AmbientRegularizedSCVI",
     "RegularizedMultimodalVI",
     "load_model",

@@ -105,6 +105,14 @@ MAX_NUMERIC_CATEGORIES = 50
 # that they reach the data's values within a normal training run.
 GLOBAL_LR_MULTIPLIER = 10.0
 
+# ---- empty droplets (data/_empty_droplets.py) ----
+# Barcodes of a raw 10x matrix with a total count in [MIN, MAX] are taken as empty droplets
+# (SoupX's default soup range is 0-100 UMIs); fewer than MIN_DROPLETS in a group means the
+# matrix looks filtered there.
+EMPTY_DROPLET_MIN_COUNTS = 1
+EMPTY_DROPLET_MAX_COUNTS = 100
+EMPTY_DROPLET_MIN_DROPLETS = 100
+
 # ---- label transfer (model/_label_transfer.py) ----
 # k nearest reference cells per query cell; a query cell is flagged "unknown" when its
 # winning label's weighted vote share is below MIN_CONFIDENCE or its mean neighbour distance
