@@ -15,6 +15,7 @@ import torch
 
 import regularizedvi as rv
 from regularizedvi.data._fast_loader import FastDataModule
+from regularizedvi.data._loader_choice import in_memory_storage
 
 from conftest import seed_everything
 
@@ -128,6 +129,48 @@ def test_auto_and_fallbacks(small):
         model.train(max_epochs=1, data_loader="gpu", **QUIET)
     with pytest.raises(ValueError, match="no validation set"):
         model.train(max_epochs=1, train_size=1.0, early_stopping=True, data_loader="fast", **QUIET)
+
+
+def test_host_storage_trains_the_same_model(small):
+    """data_loader="host" (tensors in host memory, copied to the device per minibatch) gives
+    the same minibatches and, on the CPU, the same model bit for bit as the device path."""
+    states = {}
+    for loader in ("fast", "host"):
+        model = _setup(small.copy())
+        model.train(max_epochs=3, data_loader=loader, **QUIET)
+        assert model.data_loader_used == loader and model.training_loop_used == "lean"
+        states[loader] = model.module.state_dict()
+    for name, value in states["fast"].items():
+        assert torch.equal(value, states["host"][name]), name
+    manager = _setup(small.copy()).adata_manager
+    modules = []
+    for storage in ("device", "host"):
+        torch.manual_seed(0)  # each module draws its shuffle seed from torch
+        modules.append(FastDataModule(manager, batch_size=64, storage=storage))
+    for a, b in zip(modules[0].train_dataloader(), modules[1].train_dataloader()):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_auto_choice_follows_free_memory():
+    gib = 2**30
+    # on a GPU: in its memory when the tensors fit in half of the free memory, else in host memory
+    assert in_memory_storage(4 * gib, "cuda", 10 * gib, 64 * gib)[0] == "fast"
+    choice, why = in_memory_storage(9 * gib, "cuda", 10 * gib, 64 * gib)
+    assert choice == "host" and "kept in host memory" in why
+    assert in_memory_storage(40 * gib, "cuda", 10 * gib, 64 * gib)[0] is None
+    assert in_memory_storage(4 * gib, "cpu", None, 64 * gib)[0] == "fast"
+    assert in_memory_storage(40 * gib, "cpu", None, 64 * gib)[0] is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_host_storage_on_a_gpu_matches_the_device_path(small):
+    manager = _setup(small.copy()).adata_manager
+    modules = []
+    for storage in ("device", "host"):
+        torch.manual_seed(0)
+        modules.append(FastDataModule(manager, batch_size=64, device="cuda", storage=storage))
+    for a, b in zip(modules[0].train_dataloader(), modules[1].train_dataloader()):
+        assert all(b[k].is_cuda and torch.equal(a[k], b[k]) for k in a)
 
 
 def test_multimodal_fast_path():

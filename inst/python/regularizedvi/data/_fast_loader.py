@@ -296,32 +296,69 @@ class SplitDataModule(pl.LightningDataModule):
         return int(trainer.global_rank) if trainer is not None else 0
 
 
-class FastDataModule(SplitDataModule):
-    """Lightning data module: in-memory tensors, batches gathered on the training device.
+class _PinnedBuffers:
+    """Two page-locked host buffers per field, used in turn for the dense minibatches of the
+    ``"host"`` storage: a buffer is refilled only after the copy that last read it has
+    finished (its CUDA event), so an asynchronous copy never reads a half-written batch."""
 
-    Parameters: those of :class:`SplitDataModule`; the tensors live on ``device``.
+    def __init__(self):
+        self._buffers: dict[str, list] = {}
+
+    def get(self, key: str, shape: tuple[int, int]) -> torch.Tensor:
+        pair = self._buffers.setdefault(key, [])
+        if len(pair) < 2 or pair[0][0].shape[0] < shape[0] or pair[0][0].shape[1] != shape[1]:
+            pair[:] = [(torch.empty(shape, dtype=torch.float32).pin_memory(), None) for _ in range(2)]
+        buffer, event = pair.pop(0)
+        if event is not None:
+            event.synchronize()
+        pair.append((buffer, None))
+        return buffer[: shape[0]]
+
+    def copied(self, key: str, event) -> None:
+        buffer, _ = self._buffers[key][-1]
+        self._buffers[key][-1] = (buffer, event)
+
+
+class FastDataModule(SplitDataModule):
+    """Lightning data module: the registered fields held once in memory as tensors.
+
+    Parameters: those of :class:`SplitDataModule`, and
+
+    storage
+        ``"device"`` (default, ``data_loader="fast"``): the tensors live on the training
+        device and minibatches are gathered there. ``"host"`` (``data_loader="host"``):
+        the tensors stay in host memory; each minibatch is densified on the host into a
+        page-locked buffer and copied to the device asynchronously (on the lean loop's
+        prefetch stream, while the previous step runs), so data larger than the GPU's
+        memory train at GPU speed. On a CPU device both are the same path.
     """
 
     _iterable = _MinibatchIterable
 
     def __init__(self, adata_manager, train_size: float | None = None,
                  validation_size: float | None = None, batch_size: int = C.BATCH_SIZE,
-                 shuffle_set_split: bool = True, device: str | torch.device = "cpu"):
+                 shuffle_set_split: bool = True, device: str | torch.device = "cpu", storage: str = "device"):
+        if storage not in ("device", "host"):
+            raise ValueError(f"storage must be 'device' or 'host', not {storage!r}")
         reason = unsupported_reason(adata_manager)
         if reason is not None:
             other = "'backed' or 'scvi'" if getattr(adata_manager.adata, "isbacked", False) else "'scvi'"
-            raise ValueError(f"data_loader='fast' cannot serve this data: {reason}. Use data_loader={other}.")
+            name = "fast" if storage == "device" else "host"
+            raise ValueError(f"data_loader='{name}' cannot serve this data: {reason}. Use data_loader={other}.")
         super().__init__(adata_manager, train_size=train_size, validation_size=validation_size,
                          batch_size=batch_size, shuffle_set_split=shuffle_set_split, device=device)
+        self.storage = storage
         self._fields = None
 
     def _load(self) -> None:
         device = self.device
-        if self._fields is not None and self._fields_device == device:
+        if self._fields is not None and self._target_device == device:
             return
-        fields = {key: in_memory_field(data).to(device)
+        where = device if self.storage == "device" else torch.device("cpu")
+        fields = {key: in_memory_field(data).to(where)
                   for key, data in _registry_fields(self.adata_manager).items() if not isinstance(data, str)}
-        self._fields, self._fields_device = fields, device
+        self._fields, self._fields_device, self._target_device = fields, where, device
+        self._pinned = _PinnedBuffers() if where != device and device.type == "cuda" else None
 
     def setup(self, stage: str | None = None) -> None:
         self._load()
@@ -336,7 +373,21 @@ class FastDataModule(SplitDataModule):
             host_idx = np.asarray(idx, dtype=np.int64)
             idx = torch.as_tensor(host_idx)
         idx = idx.to(self._fields_device)
-        return {key: field.dense(idx, host_idx) for key, field in self._fields.items()}
+        if self._fields_device == self._target_device:
+            return {key: field.dense(idx, host_idx) for key, field in self._fields.items()}
+        batch = {}
+        for key, field in self._fields.items():  # host storage, a GPU: pinned buffer -> async copy
+            dense = field.dense(idx, host_idx)
+            if self._pinned is None:
+                batch[key] = dense.to(self._target_device)
+                continue
+            staged = self._pinned.get(key, tuple(dense.shape))
+            staged.copy_(dense)
+            batch[key] = staged.to(self._target_device, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            self._pinned.copied(key, event)
+        return batch
 
     def teardown(self, stage: str | None = None) -> None:
-        self._fields = None  # release device memory after training
+        self._fields = self._pinned = None  # release device memory after training

@@ -1,4 +1,4 @@
-"""A lean training loop for the in-memory fast path: the step, without Lightning's machinery.
+"""A lean training loop for the in-memory data paths: the step, without Lightning's machinery.
 
 On a GPU, a training step of this model is a few milliseconds of kernels, and Lightning's
 loop, hooks and logging add more than that on the host (bench/profile_gpu.py). This loop

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 
 import torch
 from scvi.train import TrainingPlan
@@ -14,7 +13,6 @@ from regularizedvi import _constants as C
 from regularizedvi.model._utils import positive_int
 
 logger = logging.getLogger(__name__)
-DATA_LOADERS = ("auto", "fast", "backed", "scvi")
 LOOPS = ("auto", "lean", "lightning")
 
 
@@ -187,29 +185,34 @@ class RegularizedTrainingMixin:
             ``n_epochs_kl_warmup`` default 400, ``global_lr_multiplier`` default 10:
             the step-size factor of background, feature scaling and dispersion).
         data_loader
-            ``"fast"``: counts held once in memory as CSR tensors (on the GPU when training
-            on one), minibatches gathered and densified there
-            (``regularizedvi.data._fast_loader.FastDataModule``); ``"scvi"``: scvi-tools'
-            AnnData loader; ``"backed"``: for an AnnData opened with
+            ``"fast"``: counts held once in memory as CSR tensors on the training device,
+            minibatches gathered and densified there
+            (``regularizedvi.data._fast_loader.FastDataModule``); ``"host"``: the same
+            tensors kept in host memory, each minibatch densified on the host and copied to
+            the GPU while the previous step runs (data larger than the GPU's memory; on a
+            CPU the same as ``"fast"``); ``"backed"``: for an AnnData opened with
             ``anndata.read_h5ad(path, backed="r")`` (data larger than memory), the counts
             are streamed from the file in blocks of consecutive rows: one sequential read
             of the matrix per epoch (another when validation runs, e.g. with early
             stopping), cells shuffled within groups of blocks rather than over the whole
-            data (``regularizedvi.data._backed.BackedDataModule``); ``"auto"``
-            (default): backed for a backed AnnData, otherwise fast when the data fit (in
-            memory, or in half of the GPU's free memory); scvi-tools' loader whenever a
-            loader-specific argument (``datasplitter_kwargs``, ``load_sparse_tensor``,
-            ``datamodule``) is given. The split (sizes, seeded permutation) is the same
-            every way; the path taken is logged and kept in ``model.data_loader_used``.
+            data (``regularizedvi.data._backed.BackedDataModule``); ``"scvi"``: scvi-tools'
+            AnnData loader; ``"auto"`` (default): backed for a backed AnnData, otherwise
+            fast when the tensors fit in half of the GPU's free memory (of the host's
+            available memory on a CPU), host when they fit in half of the host's available
+            memory, scvi-tools' loader otherwise and whenever a loader-specific argument
+            (``datasplitter_kwargs``, ``load_sparse_tensor``, ``datamodule``) is given
+            (``regularizedvi.data._loader_choice``). The split (sizes, seeded permutation)
+            is the same every way; the path taken is logged and kept in
+            ``model.data_loader_used``.
         loop
             ``"lightning"``: scvi-tools' Trainer (PyTorch Lightning; ``model.trainer`` is
             kept). ``"lean"``: the same steps, random draws and epoch metrics
             (``model.history_``) in a plain loop (``regularizedvi.model._lean_loop``),
-            on the fast data path only; on a GPU each full minibatch's step is replayed
+            on the in-memory data paths (fast, host) only; on a GPU each full minibatch's step is replayed
             as a CUDA graph. It accepts early stopping, ``check_val_every_n_epoch``,
             ``max_steps``, ``enable_progress_bar`` and ``plan_kwargs``; other Lightning
             options (callbacks, loggers, strategies, precision...) raise. ``"auto"``
-            (default): lean with the fast data path on a single device when no other
+            (default): lean with an in-memory data path on a single device when no other
             Lightning option is given, Lightning otherwise. On the CPU both loops give
             the same model bit for bit, at about the same speed (within a few %,
             bench/speed_paired.py); on a GPU the lean loop is several times faster
@@ -242,7 +245,7 @@ class RegularizedTrainingMixin:
             raise ValueError(f"loop must be one of {LOOPS}, not {loop!r}")
         choice = self._choose_data_loader(data_loader, accelerator, devices, kwargs)
         self.data_loader_used = choice
-        if choice in ("fast", "backed"):
+        if choice in ("fast", "host", "backed"):
             from scvi import settings
             from scvi.model._utils import parse_device_args
 
@@ -251,12 +254,14 @@ class RegularizedTrainingMixin:
 
             _, lightning_devices, device = parse_device_args(accelerator=accelerator, devices=devices,
                                                              return_device="torch")
-            module_cls = FastDataModule if choice == "fast" else BackedDataModule
-            datamodule = module_cls(
-                self.adata_manager, train_size=train_size, validation_size=validation_size,
-                batch_size=batch_size or settings.batch_size,
-                shuffle_set_split=kwargs.pop("shuffle_set_split", True), device=device,
-            )
+            split = {"train_size": train_size, "validation_size": validation_size,
+                     "batch_size": batch_size or settings.batch_size,
+                     "shuffle_set_split": kwargs.pop("shuffle_set_split", True), "device": device}
+            if choice == "backed":
+                datamodule = BackedDataModule(self.adata_manager, **split)
+            else:
+                datamodule = FastDataModule(self.adata_manager, storage="host" if choice == "host" else "device",
+                                            **split)
             monitor = kwargs.get("early_stopping_monitor", "elbo_validation")
             if kwargs.get("early_stopping", early_stopping) and datamodule.n_val == 0 and "valid" in monitor:
                 raise ValueError("Can't run Early Stopping with validation monitor with no validation set")
@@ -264,7 +269,8 @@ class RegularizedTrainingMixin:
                 return self._train_lean(datamodule, device, max_epochs, early_stopping, plan_kwargs, kwargs)
             kwargs["datamodule"] = datamodule
         elif loop == "lean":
-            raise ValueError(f"loop='lean' needs the fast data path; this run uses the {choice!r} loader.")
+            raise ValueError(f"loop='lean' needs the in-memory data path ('fast' or 'host'); this run uses the "
+                             f"{choice!r} loader.")
         self.training_loop_used = "lightning"
         return super().train(
             max_epochs=max_epochs,
@@ -291,7 +297,7 @@ class RegularizedTrainingMixin:
         problems = unsupported_options(kwargs)
         if not single:
             problems.append(f"devices={devices!r} (several devices: Lightning's DDP)")
-        if choice != "fast":
+        if choice not in ("fast", "host"):
             problems.append(f"the {choice!r} data loader")
         if loop == "lean" and problems:
             raise ValueError(f"loop='lean' cannot run with: {', '.join(problems)}. Use loop='lightning'.")
@@ -308,79 +314,6 @@ class RegularizedTrainingMixin:
         logger.info("Training loop: lean%s.", " with CUDA graphs" if torch.device(device).type == "cuda" else "")
 
     def _choose_data_loader(self, data_loader: str, accelerator, devices, kwargs: dict) -> str:
-        """``"fast"``, ``"backed"``, ``"scvi"`` or ``"custom"`` (a user datamodule); logs the choice."""
-        if data_loader not in DATA_LOADERS:
-            raise ValueError(f"data_loader must be one of {DATA_LOADERS}, not {data_loader!r}")
-        if kwargs.get("datamodule") is not None:
-            if data_loader in ("fast", "backed"):
-                raise ValueError(f"data_loader={data_loader!r} and datamodule= cannot be combined.")
-            logger.info("Training data loader: the datamodule passed in.")
-            return "custom"
-        if data_loader == "scvi":
-            logger.info("Training data loader: scvi-tools' AnnDataLoader (data_loader='scvi').")
-            return "scvi"
-        loader_kwargs = [k for k in ("datasplitter_kwargs", "load_sparse_tensor") if kwargs.get(k)]
-        if getattr(self.adata, "isbacked", False) or data_loader == "backed":
-            return self._choose_backed(data_loader, loader_kwargs)
-        from regularizedvi.data._fast_loader import in_memory_bytes, unsupported_reason
+        from regularizedvi.data._loader_choice import choose_data_loader
 
-        reason = unsupported_reason(self.adata_manager)
-        if reason is None and loader_kwargs:
-            reason = f"{', '.join(loader_kwargs)} given (options of scvi-tools' loader)"
-        if reason is None and data_loader == "auto":
-            reason = self._fast_loader_does_not_fit(in_memory_bytes(self.adata_manager), accelerator, devices)
-        if reason is not None:
-            if data_loader == "fast":
-                raise ValueError(f"data_loader='fast' cannot be used: {reason}. Use data_loader='scvi'.")
-            logger.info("Training data loader: scvi-tools' AnnDataLoader (%s).", reason)
-            return "scvi"
-        logger.info("Training data loader: in-memory fast path (%.1f MiB of tensors).",
-                    in_memory_bytes(self.adata_manager) / 2**20)
-        return "fast"
-
-    def _choose_backed(self, data_loader: str, loader_kwargs: list[str]) -> str:
-        """The choice for a backed AnnData (or an explicit ``data_loader="backed"``)."""
-        from regularizedvi.data._fast_loader import unsupported_reason
-
-        if not getattr(self.adata, "isbacked", False):
-            raise ValueError(
-                "data_loader='backed' streams an AnnData opened from disk with "
-                "anndata.read_h5ad(path, backed='r'); this AnnData is in memory: use "
-                "data_loader='auto' or 'fast'."
-            )
-        if data_loader == "fast":
-            raise ValueError("data_loader='fast' cannot be used: the AnnData is backed (on disk). "
-                             "Use data_loader='backed' (or 'auto') or 'scvi'.")
-        reason = unsupported_reason(self.adata_manager, allow_backed=True)
-        if reason is None and loader_kwargs:
-            reason = f"{', '.join(loader_kwargs)} given (options of scvi-tools' loader)"
-        if reason is not None:
-            if data_loader == "backed":
-                raise ValueError(f"data_loader='backed' cannot be used: {reason}.")
-            logger.info("Training data loader: scvi-tools' AnnDataLoader (%s).", reason)
-            return "scvi"
-        logger.info("Training data loader: backed AnnData streamed from disk in row blocks.")
-        return "backed"
-
-    @staticmethod
-    def _fast_loader_does_not_fit(n_bytes: int, accelerator, devices) -> str | None:
-        from scvi.model._utils import parse_device_args
-
-        try:
-            _, _, device = parse_device_args(accelerator=accelerator, devices=devices, return_device="torch")
-        except Exception as err:  # unusual device arguments: let scvi-tools' path handle them
-            return f"device not resolved ({err})"
-        if device.type == "cuda":
-            free, _ = torch.cuda.mem_get_info(device)
-            limit = C.FAST_LOADER_DEVICE_MEMORY_FRACTION * free
-            where = "GPU memory"
-        else:
-            try:
-                available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-            except (ValueError, OSError, AttributeError):
-                return None
-            limit = C.FAST_LOADER_HOST_MEMORY_FRACTION * available
-            where = "free host memory"
-        if n_bytes > limit:
-            return f"{n_bytes / 2**20:.0f} MiB of tensors exceed the budget of {limit / 2**20:.0f} MiB of {where}"
-        return None
+        return choose_data_loader(self.adata_manager, data_loader, accelerator, devices, kwargs)
