@@ -102,7 +102,7 @@ def test_lean_loop_errors():
     model = _single()
     with pytest.raises(ValueError, match="loop must be one of"):
         model.train(max_epochs=1, loop="fastest", **QUIET)
-    with pytest.raises(ValueError, match=r"loop='lean' needs the fast data path; this run uses the 'scvi' loader"):
+    with pytest.raises(ValueError, match=r"loop='lean' needs the in-memory data path \('fast' or 'host'\); this run uses the 'scvi' loader"):
         model.train(max_epochs=1, loop="lean", accelerator="cpu", data_loader="scvi", enable_progress_bar=False)
     with pytest.raises(ValueError, match=r"loop='lean' cannot run with: callbacks, gradient_clip_val.*loop='lightning'"):
         model.train(max_epochs=1, loop="lean", callbacks=[], gradient_clip_val=1.0, **QUIET)
