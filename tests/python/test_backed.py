@@ -293,11 +293,21 @@ def test_loader_choices(data):
         memory.train(max_epochs=1, data_loader="backed", **QUIET)
 
 
-def test_multimodal_refuses_backed_mudata(tmp_path):
+def test_backed_mudata_trains_like_the_in_memory_one(tmp_path):
     mudata = pytest.importorskip("mudata")
-    mdata = rv.simulate_multiome(n_cells=60, n_genes=30, n_peaks=40, n_types_a=2, n_types_b=2, n_batches=2,
-                                 seed=0)
+    mdata = rv.simulate_multiome(n_cells=300, n_genes=80, n_peaks=100, n_batches=2, seed=0)
     mdata.write(tmp_path / "m.h5mu")
-    with pytest.raises(ValueError, match="needs its data in memory.*backed"):
-        rv.RegularizedMultimodalVI.setup_mudata(mudata.read_h5mu(tmp_path / "m.h5mu", backed=True),
-                                                modalities=["rna", "atac"], batch_key="batch")
+    models = {}
+    for name, data in (("memory", mdata), ("backed", mudata.read_h5mu(tmp_path / "m.h5mu", backed=True))):
+        torch.manual_seed(0)
+        rv.RegularizedMultimodalVI.setup_mudata(data, modalities=["rna", "atac"], batch_key="batch")
+        models[name] = rv.RegularizedMultimodalVI(data, n_hidden=16, n_latent=3)
+    memory_state = models["memory"].module.state_dict()
+    for key, value in models["backed"].module.state_dict().items():  # statistics read in row blocks
+        torch.testing.assert_close(value, memory_state[key], rtol=1e-6, atol=1e-6, msg=key)
+    backed = models["backed"]
+    backed.train(max_epochs=1, **QUIET)
+    assert backed.data_loader_used == "backed"
+    latent = backed.get_latent_representation()
+    np.testing.assert_allclose(backed.get_latent_representation(indices=[5, 3, 1]), latent[[5, 3, 1]], atol=1e-6)
+    assert np.isfinite(backed.get_normalized_expression(modality="atac", return_numpy=True)).all()

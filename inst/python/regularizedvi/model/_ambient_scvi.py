@@ -107,19 +107,6 @@ class AmbientRegularizedSCVI(RegularizedModelBase):
     def _feature_names_of(self, adata, modality: str):
         return adata.var_names
 
-    def _make_data_loader(self, adata, indices=None, batch_size=None, shuffle=False, data_loader_class=None,
-                          **data_loader_kwargs):
-        """scvi-tools' minibatch loader for outputs; for a backed AnnData, one that keeps the
-        requested cell order (scvi-tools' sorts each minibatch of a backed AnnData)."""
-        if getattr(adata, "isbacked", False) and data_loader_class is None \
-                and set(data_loader_kwargs) <= {"data_and_attributes"}:
-            from regularizedvi.data._backed import BackedInferenceLoader
-
-            return BackedInferenceLoader(self.get_anndata_manager(adata, required=True), indices=indices,
-                                         batch_size=batch_size, shuffle=shuffle, **data_loader_kwargs)
-        return super()._make_data_loader(adata, indices=indices, batch_size=batch_size, shuffle=shuffle,
-                                         data_loader_class=data_loader_class, **data_loader_kwargs)
-
     @classmethod
     def setup_anndata(
         cls,

@@ -48,10 +48,6 @@ def check_mudata(mdata, mapping: dict[str, str], layers: dict[str, str | None]) 
     if not isinstance(mdata, MuData):
         raise TypeError(f"setup_mudata takes a MuData, got {type(mdata).__name__}: build one with "
                         "mudata.MuData({'rna': rna_adata, 'atac': atac_adata}).")
-    if getattr(mdata, "isbacked", False) or any(getattr(mdata.mod[m], "isbacked", False) for m in mapping.values()):
-        raise ValueError("RegularizedMultimodalVI needs its data in memory: this MuData is backed (on disk). "
-                         "Load it with mudata.read_h5mu(path) (not backed=True); only AmbientRegularizedSCVI "
-                         "trains on a backed AnnData.")
     matrices = {}
     for name, mod in mapping.items():
         adata = mdata.mod[mod]
