@@ -13,6 +13,8 @@ data (gene selection, subsampling). Real data come from ``../shared/data`` by pa
                 a seeded random subsample of cells (``--snare-cells``, default 4000)
   sim_plate     simulated: UMI-like 10x batches mixed with plate-like read-count batches
                 (``sim_plate.simulate_plate_mix``): deep, strongly overdispersed, few cells
+  sim_plate_zi  the same with 30 cells per plate batch and 30% of plate entries zeroed
+                (dropouts of full-length protocols: zero inflation)
 """
 
 from __future__ import annotations
@@ -93,8 +95,27 @@ def sim_plate(**_):
                    "simulated: 3 UMI batches + 3 plate read-count batches (see sim_plate.py)")
 
 
+def sim_plate_zi(**_):
+    from sim_plate import simulate_plate_mix
+
+    a = simulate_plate_mix(seed=0, plate_cells=30, plate_dropout=0.3, plate_depth=60000.0)
+    return Dataset("sim_plate_zi", a, "batch", "tech", "cell_type",
+                   "simulated: 3 UMI batches + 3 plate batches of 30 cells, 30% zero inflation")
+
+
+def sim_plate_deep(**_):
+    from sim_plate import simulate_plate_mix
+
+    a = simulate_plate_mix(seed=0, plate_cells=25, plate_depth=500000.0, plate_theta=0.3, plate_bias_sd=1.0,
+                           plate_dropout=0.1)
+    return Dataset("sim_plate_deep", a, "batch", "tech", "cell_type",
+                   "simulated: 3 UMI batches + 3 plate batches of 25 cells at ~500k reads, theta ~0.3, "
+                   "gene bias sd 1, 10% zero inflation")
+
+
 LOADERS = {"kang": kang, "pbmc_3chem": pbmc_3chem, "cellbench": cellbench, "snare": snare,
-           "sim_plate": sim_plate}
+           "sim_plate": sim_plate, "sim_plate_zi": sim_plate_zi,
+           "sim_plate_deep": sim_plate_deep}
 
 
 def load(name: str, **kwargs) -> Dataset:

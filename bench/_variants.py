@@ -30,6 +30,8 @@ Variants:
             scVI's; no posterior sampling)
   nosamp    dispersion posterior not sampled in training (the prior kept)
   libvar<K>  library prior variance scale K/10 (default 5 = 0.5)
+  rhonorm   decoder output normalised per cell (softplus, then divided by its sum): the
+            decoder can no longer carry a cell's scale, the library takes all of it
 Variants combine with "+", e.g. ``hdrop+fs``.
 """
 
@@ -149,6 +151,19 @@ def _nosamp():
     CountObservationModel.dispersion = lambda self, codes, sample: orig_disp(self, codes, False)
 
 
+def _rhonorm():
+    from torch import nn
+
+    from regularizedvi import _constants as C
+    from regularizedvi.nn._decoders import SoftplusDecoder
+
+    def forward(self, z, covariates=None):
+        r = nn.functional.softplus(self.out(self.body(z, covariates)))
+        return r / r.sum(-1, keepdim=True) * (1.0 - C.BACKGROUND_INIT_FRACTION)
+
+    SoftplusDecoder.forward = forward
+
+
 def _num(text: str) -> float:
     return float(text.replace("p", "."))
 
@@ -201,6 +216,8 @@ def apply(name: str, batch_key: str = BATCH) -> dict:
             _rate_prior(_num(a), _num(b))
         elif part == "nodisp":
             _nodisp()
+        elif part == "rhonorm":
+            _rhonorm()
         elif part == "nosamp":
             _nosamp()
         elif part.startswith("libvar"):

@@ -163,8 +163,9 @@ def scib_scores(adata, batch_key, label_key, key, pre_key="PCA") -> dict:
     if label_key is None:
         obs["__one_label__"] = "all"
         labels = "__one_label__"
+        # one bio metric must stay for get_results(); with one label it is trivial and dropped
         bio = BioConservation(isolated_labels=False, nmi_ari_cluster_labels_leiden=False,
-                              nmi_ari_cluster_labels_kmeans=False, silhouette_label=False, clisi_knn=False)
+                              nmi_ari_cluster_labels_kmeans=False, silhouette_label=False, clisi_knn=True)
     bm = Benchmarker(adata, batch_key=batch_key, label_key=labels, embedding_obsm_keys=[key],
                      pre_integrated_embedding_obsm_key=pre_key, n_jobs=1, progress_bar=False,
                      **({"bio_conservation_metrics": bio} if bio is not None else {}))
@@ -172,7 +173,7 @@ def scib_scores(adata, batch_key, label_key, key, pre_key="PCA") -> dict:
     df = bm.get_results(min_max_scale=False).drop(index="Metric Type", errors="ignore").astype(float)
     row = df.loc[key].to_dict()
     if label_key is None:
-        row = {k: v for k, v in row.items() if k not in ("Bio conservation", "Total")}
+        row = {k: v for k, v in row.items() if k not in ("Bio conservation", "Total", "cLISI")}
     return {k: float(v) for k, v in row.items() if np.isfinite(v)}
 
 
@@ -206,7 +207,7 @@ def run(args) -> None:
     for seed in args.seeds:
         for model in args.models:
             path = result_path(ds.name, model, "base" if model in ("PCA", *SCVI_MODELS) else args.variant,
-                               seed, "pca" if model == "PCA" else size)
+                               0 if model == "PCA" else seed, "pca" if model == "PCA" else size)  # PCA: no seed
             if path.exists() and not args.overwrite:
                 print(f"  {path.name} exists; skipped", flush=True)
                 continue
