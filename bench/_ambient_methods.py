@@ -32,6 +32,12 @@ def _adata(design):
                       var=pd.DataFrame(index=design.genes.astype(str)))
 
 
+def sample_codes(design) -> np.ndarray:
+    """Index of each cell's sample in ``design.samples``."""
+    pos = {s: i for i, s in enumerate(design.samples)}
+    return np.array([pos[s] for s in design.sample])
+
+
 def none(design, **_):
     return {"corrected": design.observed, "soups": mean_profiles(design), "seconds": 0.0}
 
@@ -41,7 +47,7 @@ def oracle(design, **_):
     from each cell, min(x_g, lam soup_g) per gene with lam found per cell (SoupX's
     "subtraction" with the true soup and fraction)."""
     Y = design.observed.toarray()
-    idx = np.searchsorted(np.asarray(design.samples), design.sample)
+    idx = sample_codes(design)
     target = design.true_fraction[idx] * Y.sum(1)
     soup = design.soups[idx]
     lo, hi = np.zeros(len(Y)), np.full(len(Y), 1.0)

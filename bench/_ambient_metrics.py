@@ -78,7 +78,8 @@ def latent_scores(latent: np.ndarray, design, k: int = 15) -> dict:
     idx = nn.kneighbors(latent, return_distance=False)[:, 1:]
     purity = float((design.cell_type[idx] == design.cell_type[:, None]).mean())
     samples = np.asarray(design.samples)
-    codes = np.searchsorted(samples, design.sample)
+    pos = {s: i for i, s in enumerate(design.samples)}
+    codes = np.array([pos[s] for s in design.sample])
     ent = []
     for row in codes[idx]:
         p = np.bincount(row, minlength=samples.size) / k

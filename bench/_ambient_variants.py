@@ -19,6 +19,14 @@ tokens applied to the documented model (``AmbientRegularizedSCVI``, ``batch_key=
              (decoder signal rho) of the group's cells, tracked as a running average over
              minibatches (no gradient through it; starts at the group's mean observed
              profile): the soup is what the group's cells release; only a_e is learned
+  l1n<K>     penalty K x sum_g l_n rho_ng per cell: K nats per count explained as native
+             rather than ambient (scales with depth, unlike l1x)
+  dev<T>     with tied / empty: shape q_e exp(delta_eg), delta ~ Normal(0, T^2) (a global
+             prior): the shape may depart from the mean / empty profile where the data say so
+  cleanenc   the z encoder sees the counts less the current expected background
+             (relu(x - N_n s_e), s detached; the library encoder still sees x): when the
+             background is right the encoder's input carries no soup, so z has nothing of
+             the sample's soup to encode
   percell    each cell's background is scaled by c_n = exp(h(x_n)) (a small network on
              log1p counts, starting at 0) with a LogNormal(0, PERCELL_SD) penalty: a
              per-cell contamination amount, so that z need not carry it
@@ -45,6 +53,9 @@ class Spec:
     empty: bool = False
     l1: float = 0.0
     native: bool = False
+    l1n: float = 0.0
+    dev: float = 0.0
+    cleanenc: bool = False
     percell: bool = False
 
     def after_init(self, model, design) -> None:
@@ -73,10 +84,16 @@ class Spec:
             obs.register_buffer("soup_shape", shapes)
             obs.background_log = nn.Parameter(torch.full((shapes.shape[0], 1), float(np.log(frac))))
 
+            if self.dev:
+                obs.background_dev = nn.Parameter(torch.zeros_like(shapes))
+                _add_dev_prior(model, self.dev)
+
             def background(self_, ambient_codes):
                 from regularizedvi.nn._layers import one_hot_concat
 
                 s = torch.exp(self_.background_log) * self_.soup_shape
+                if hasattr(self_, "background_dev"):
+                    s = s * torch.exp(self_.background_dev)
                 if not self_.n_ambient_cats_per_key:
                     return s
                 return one_hot_concat(ambient_codes, self_.n_ambient_cats_per_key) @ s
@@ -88,17 +105,21 @@ class Spec:
         self._add_l1(model)
 
     def _add_l1(self, model) -> None:
+        if self.cleanenc:
+            _make_cleanenc(model)
         if self.percell:
             _make_percell(model)
-        if self.l1:
+        if self.l1 or self.l1n:
             module = model.module
-            weight = self.l1
+            weight, per_count = self.l1, self.l1n
             orig_loss = module.loss
 
-            def loss(self_, tensors, inference_outputs, generative_outputs, **kw):
-                out = orig_loss(tensors, inference_outputs, generative_outputs, **kw)
+            def loss(self_, tensors, inference_outputs, generative_outputs, kl_weight: float = 1.0,
+                     n_obs: float = 1.0):  # named: scvi-tools passes what the signature names
+                out = orig_loss(tensors, inference_outputs, generative_outputs, kl_weight=kl_weight, n_obs=n_obs)
                 rho_total = generative_outputs["rho"].sum(-1)
-                out.loss = out.loss + weight * rho_total.mean()
+                library = torch.exp(inference_outputs["log_library"]).squeeze(-1)
+                out.loss = out.loss + (weight * rho_total + per_count * library * rho_total).mean()
                 return out
 
             module.loss = types.MethodType(loss, module)
@@ -170,8 +191,9 @@ def _make_percell(model) -> None:
         scale = getattr(obs, "_pending_scale", None)
         return s * scale if scale is not None and scale.shape[0] == s.shape[0] else s
 
-    def loss(self_, tensors, inference_outputs, generative_outputs, **kw):
-        out = orig_loss(tensors, inference_outputs, generative_outputs, **kw)
+    def loss(self_, tensors, inference_outputs, generative_outputs, kl_weight: float = 1.0,
+             n_obs: float = 1.0):
+        out = orig_loss(tensors, inference_outputs, generative_outputs, kl_weight=kl_weight, n_obs=n_obs)
         log_c = inference_outputs["log_bg_scale"].squeeze(-1)
         out.loss = out.loss + (0.5 * log_c**2 / PERCELL_SD**2).mean()
         return out
@@ -182,12 +204,54 @@ def _make_percell(model) -> None:
     obs.background = background
 
 
+def _make_cleanenc(model) -> None:
+    from regularizedvi.data import _keys as K
+    from regularizedvi.nn import one_hot_concat
+
+    module = model.module
+    obs = module.observation
+    base_background = obs.background
+    orig_get = module._get_inference_input
+
+    def get_inference_input(tensors):
+        return dict(orig_get(tensors), ambient_covs=tensors.get(K.AMBIENT))
+
+    def inference(self_, x, encoder_covs=None, continuous_covs=None, ambient_covs=None):
+        x_log = torch.log1p(x)
+        total = x.sum(-1, keepdim=True)
+        log_total = torch.log(total.clamp_min(1.0))
+        with torch.no_grad():
+            ambient = total * base_background(ambient_covs)
+        enc = torch.log1p(torch.relu(x - ambient))
+        if continuous_covs is not None:
+            enc = torch.cat([enc, continuous_covs], -1)
+        qz = self_.encoder(enc, one_hot_concat(encoder_covs, self_.n_encoder_cats_per_key))
+        ql = self_.library_encoder(x_log, log_total)
+        return {"z": qz.rsample(), "qz": qz, "ql": ql, "log_library": ql.rsample()}
+
+    module._get_inference_input = get_inference_input
+    module.inference = types.MethodType(inference, module)
+
+
+def _add_dev_prior(model, tau: float) -> None:
+    """Normal(0, tau^2) prior on the shape deviation, added to the global penalty."""
+    obs = model.module.observation
+    orig = obs.global_penalty
+
+    def global_penalty():
+        return orig() + 0.5 * (obs.background_dev**2).sum() / tau**2
+
+    obs.global_penalty = global_penalty
+
+
 def background_matrix(model) -> torch.Tensor:
     obs = model.module.observation
     with torch.no_grad():
         s = torch.exp(obs.background_log)
         if hasattr(obs, "soup_shape"):
             s = s * obs.soup_shape
+        if hasattr(obs, "background_dev"):
+            s = s * torch.exp(obs.background_dev)
     return s.detach().cpu()
 
 
@@ -209,8 +273,14 @@ def build(variant: str) -> Spec:
             spec.model_kwargs["regularise_background"] = True
         elif m := re.fullmatch(r"l1x(\d+(?:\.\d+)?)", token):
             spec.l1 = float(m.group(1))
+        elif m := re.fullmatch(r"l1n(\d+(?:\.\d+)?)", token):
+            spec.l1n = float(m.group(1))
+        elif m := re.fullmatch(r"dev(\d+(?:\.\d+)?)", token):
+            spec.dev = float(m.group(1))
         elif token == "tied":
             spec.tied = True
+        elif token == "cleanenc":
+            spec.cleanenc = True
         elif token == "native":
             spec.native = True
         elif token == "percell":
