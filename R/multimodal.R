@@ -98,66 +98,6 @@ utils::globalVariables(".data")
   }
 }
 
-.seurat_modalities <- function(object, assays, layer) {
-  .need("SeuratObject")
-  available <- SeuratObject::Assays(object)
-  if (is.null(assays)) assays <- available
-  assays <- as.character(assays)
-  .check_modality_names(assays, "assays")
-  missing <- setdiff(assays, available)
-  if (length(missing)) {
-    stop("Assay(s) ", paste0("'", missing, "'", collapse = ", "), " not in the Seurat object ",
-         "(assays: ", paste(available, collapse = ", "), ").", call. = FALSE)
-  }
-  # The first assay's cells (all of them, or those of the layers named) are the cells used.
-  counts <- list()
-  where <- character()
-  fixes <- list()
-  meta <- NULL
-  layers <- character()
-  for (assay in assays) {
-    one <- .seurat_counts(object, assay, .modality_layer(object[[assay]], layer, first = is.null(meta)))
-    if (is.null(meta)) {
-      meta <- one$meta
-      cells <- colnames(one$counts)
-    } else if (.layer_column %in% names(one$meta)) {
-      meta <- .merge_layer_column(meta, one$meta[cells, , drop = FALSE], assay)
-    }
-    if (length(one$layers) > length(layers)) layers <- one$layers
-    counts[[assay]] <- .match_cells(one$counts, cells, one$where, colnames(object))
-    where[[assay]] <- one$where
-    fixes[[assay]] <- one$fixes
-  }
-  list(counts = counts, meta = meta, cells = cells, where = where, fixes = fixes, layers = layers)
-}
-
-# A layer of a split first assay (e.g. "counts.g1") names cells: an assay that is not
-# split gives its "counts" for them.
-.modality_layer <- function(assay_obj, layer, first) {
-  if (first) return(layer)
-  available <- .assay_layers(assay_obj)
-  base <- unique(sub("\\..*$", "", layer))
-  if (!any(layer %in% available) && length(base) == 1 && base %in% available &&
-      !any(startsWith(available, paste0(base, ".")))) {
-    return(base)
-  }
-  layer
-}
-
-# Split assays of one object must agree on each cell's layer.
-.merge_layer_column <- function(meta, other, assay) {
-  if (!.layer_column %in% names(meta)) {
-    meta[[.layer_column]] <- other[[.layer_column]]
-    return(meta)
-  }
-  if (!identical(as.character(meta[[.layer_column]]), as.character(other[[.layer_column]]))) {
-    stop("Assay '", assay, "' is split into layers differently from the first assay: ",
-         "split every assay by the same column (or join the layers with JoinLayers()).",
-         call. = FALSE)
-  }
-  meta
-}
-
 .sce_modalities <- function(object, altexps, main.name, assay.type) {
   .need("SingleCellExperiment")
   available <- SingleCellExperiment::altExpNames(object)

@@ -38,7 +38,7 @@ getNormalizedExpression <- function(model, library.size = 1, name = "regularized
       stop(length(missing), " of `features` are not the model's genes (e.g. ",
            paste(utils::head(missing, 5), collapse = ", "), ").", call. = FALSE)
     }
-    args[[if (multimodal) "feature_list" else "gene_list"]] <- reticulate::r_to_py(as.list(features))
+    args$gene_list <- reticulate::r_to_py(as.list(features))
   }
   df <- .py_call(do.call(model$py$get_normalized_expression, args),
                  "Computing the normalized expression failed")

@@ -83,15 +83,23 @@
   where <- sprintf("Seurat assay '%s', layer%s %s", assay, if (length(layers) > 1) "s" else "",
                    paste0("'", layers, "'", collapse = ", "))
   mats <- lapply(layers, function(l) {
-    .as_dgc(.layer_data(assay_obj, l), sprintf("Seurat assay '%s', layer '%s'", assay, l))
+    what <- sprintf("Seurat assay '%s', layer '%s'", assay, l)
+    m <- tryCatch(.layer_data(assay_obj, l), error = function(e) {
+      stop("Reading ", what, " failed (", conditionMessage(e), "): its cell or feature names ",
+           "do not match the assay's own; rebuild the assay (e.g. CreateAssay5Object(counts = ...)).",
+           call. = FALSE)
+    })
+    .as_dgc(m, what)
   })
   if (length(mats) > 1) mats <- .same_features(mats, layers, where)
   counts <- if (length(mats) == 1) mats[[1]] else do.call(cbind, mats)
   group <- rep(sub("^[^.]*\\.", "", layers), vapply(mats, ncol, 1L))
   used <- colnames(counts)
   if (length(used) && (is.null(used) || anyDuplicated(used) || anyNA(match(used, cells)))) {
-    stop(where, " holds cells that are not the object's cells once each: ",
-         "check its cell names (colnames).", call. = FALSE)
+    unknown <- setdiff(used, cells)
+    stop("The cells of ", where, " do not match the object's cells (",
+         if (length(unknown)) paste0(length(unknown), " unknown, e.g. '", unknown[1], "'") else
+           "duplicated or missing names", "): check its cell names (colnames).", call. = FALSE)
   }
   order <- order(match(used, cells))
   counts <- counts[, order, drop = FALSE]
@@ -130,6 +138,67 @@
          paste(SeuratObject::Assays(object), collapse = ", "), ").", call. = FALSE)
   }
   .assay_parts(object[[assay]], assay, layer, object[[]], colnames(object))
+}
+
+# Several assays of one object (RunRegularizedMultimodalVI, as.MuData).
+.seurat_modalities <- function(object, assays, layer) {
+  .need("SeuratObject")
+  available <- SeuratObject::Assays(object)
+  if (is.null(assays)) assays <- available
+  assays <- as.character(assays)
+  .check_modality_names(assays, "assays")
+  missing <- setdiff(assays, available)
+  if (length(missing)) {
+    stop("Assay(s) ", paste0("'", missing, "'", collapse = ", "), " not in the Seurat object ",
+         "(assays: ", paste(available, collapse = ", "), ").", call. = FALSE)
+  }
+  # The first assay's cells (all of them, or those of the layers named) are the cells used.
+  counts <- list()
+  where <- character()
+  fixes <- list()
+  meta <- NULL
+  layers <- character()
+  for (assay in assays) {
+    one <- .seurat_counts(object, assay, .modality_layer(object[[assay]], layer, first = is.null(meta)))
+    if (is.null(meta)) {
+      meta <- one$meta
+      cells <- colnames(one$counts)
+    } else if (.layer_column %in% names(one$meta)) {
+      meta <- .merge_layer_column(meta, one$meta[cells, , drop = FALSE], assay)
+    }
+    if (length(one$layers) > length(layers)) layers <- one$layers
+    counts[[assay]] <- .match_cells(one$counts, cells, one$where, colnames(object))
+    where[[assay]] <- one$where
+    fixes[[assay]] <- one$fixes
+  }
+  list(counts = counts, meta = meta, cells = cells, where = where, fixes = fixes, layers = layers)
+}
+
+# A layer of a split first assay (e.g. "counts.g1") names cells: an assay that is not
+# split gives its "counts" for them.
+.modality_layer <- function(assay_obj, layer, first) {
+  if (first) return(layer)
+  available <- .assay_layers(assay_obj)
+  base <- unique(sub("\\..*$", "", layer))
+  if (!any(layer %in% available) && length(base) == 1 && base %in% available &&
+      !any(startsWith(available, paste0(base, ".")))) {
+    return(base)
+  }
+  layer
+}
+
+# Split assays of one object must agree on each cell's layer.
+.merge_layer_column <- function(meta, other, assay) {
+  if (!.layer_column %in% names(meta)) {
+    meta[[.layer_column]] <- other[[.layer_column]]
+    return(meta)
+  }
+  if (!identical(as.character(meta[[.layer_column]]), as.character(other[[.layer_column]]))) {
+    stop("Assay '", assay, "' is split into layers differently from the first assay: ",
+         "split every assay by the same column (or join the layers with JoinLayers()).",
+         call. = FALSE)
+  }
+  meta
 }
 
 # With the counts of several layers and no sample-level covariate named, the layer of
@@ -180,5 +249,6 @@
     small <- is.null(value) || (is.atomic(value) && length(value) <= 10)
     if (!is.language(value) && !small) parts[[i]] <- as.name(paste0("<", class(value)[1], ">"))
   }
-  paste(deparse(as.call(parts), width.cutoff = 500L), collapse = " ")
+  text <- paste(deparse(as.call(parts), width.cutoff = 500L), collapse = " ")
+  gsub("`(<[[:alnum:]._]+>)`", "\\1", text)
 }

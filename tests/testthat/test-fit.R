@@ -35,6 +35,9 @@ test_that("the same seed gives the same embedding", {
   b <- do.call(RunRegularizedVI, c(list(pbmc(), seed = 7), tiny_fit))
   expect_identical(SeuratObject::Embeddings(a, "regularizedvi"),
                    SeuratObject::Embeddings(b, "regularizedvi"))
+  # do.call() inlines the object in the call: the log shows its class, not its contents
+  expect_match(a@commands[["RunRegularizedVI.RNA"]]@call.string,
+               "^RunRegularizedVI\\(<Seurat>, seed = 7, n.hidden = 16, ")
 })
 
 test_that("runRegularizedVI stores a reducedDim and the model on kang", {
