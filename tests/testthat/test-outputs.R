@@ -68,6 +68,8 @@ test_that("SCE normalized expression becomes an assay", {
   skip_if_no_regularizedvi()
   sce <- synthetic_sce()
   sce <- do.call(runRegularizedVI, c(list(sce, batch = "sample"), tiny_fit))
+  expect_error(addNormalizedExpression(sce, max.values = 100),
+               "The normalized expression of 40 genes x 60 cells is a dense matrix")
   sce <- addNormalizedExpression(sce, library.size = 1)
   values <- SummarizedExperiment::assay(sce, "regularizedvi_normalized")
   expect_identical(dimnames(values), dimnames(sce))
