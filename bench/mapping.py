@@ -23,6 +23,8 @@ Models (``--models``):
   rv+nn        regularizedvi batch_key + nn_conditioning_covariate_keys (the README recipe)
   rv+nn+enc    ... + encoder_covariate_keys = batch (the encoder gets new query columns)
   rv           batch_key alone;  rv+enc  batch_key + encoder_covariate_keys
+``--pin-decoder``: the query's new decoder covariate columns start at the mean of the
+reference categories' columns and stay frozen (``pin_query_decoder``).
 Query training: ``--query-epochs`` (default = reference epochs), weight decay 0
 (scvi-tools' guidance; regularizedvi's default for a frozen reference).
 
@@ -104,7 +106,31 @@ def build(model: str, ref, batch_key: str, seed: int, epochs: int, n_hidden: int
     return m, a
 
 
-def map_query(model: str, ref_model, query, seed: int, epochs: int):
+def pin_query_decoder(qm, n_ref_cats: int) -> None:
+    """Decoder covariate columns of the query's new categories set to the mean of the
+    reference categories' columns and frozen: the query is decoded as an average
+    reference batch, so its own technology shift must be taken by what stays free (the
+    encoder's new covariate columns, feature scaling, background, dispersion, library)
+    instead of the decoder. One covariate key (the batch) assumed."""
+    import torch
+
+    body = qm.module.decoder.body
+    if not body.n_covariates:
+        return
+    for block in body.layers:
+        linear = block[1]
+        start = linear.in_features - body.n_covariates
+        ref_cols = slice(start, start + n_ref_cats)
+        new_cols = slice(start + n_ref_cats, linear.in_features)
+        with torch.no_grad():
+            linear.weight[:, new_cols] = linear.weight[:, ref_cols].mean(1, keepdim=True)
+        keep = torch.ones_like(linear.weight)
+        keep[:, new_cols] = 0.0
+        linear.weight.register_hook(lambda grad, keep=keep: grad * keep)
+
+
+def map_query(model: str, ref_model, query, seed: int, epochs: int, pin_decoder: bool = False,
+              query_fs_prior: float | None = None):
     import scvi
 
     import regularizedvi as rv
@@ -120,6 +146,14 @@ def map_query(model: str, ref_model, query, seed: int, epochs: int):
         import _variants
 
         qm = rv.AmbientRegularizedSCVI.load_query_data(q, ref_model)
+        if query_fs_prior:
+            from regularizedvi import _constants as C
+
+            C.FEATURE_SCALING_PRIOR_ALPHA = C.FEATURE_SCALING_PRIOR_BETA = query_fs_prior
+        if pin_decoder:
+            n_ref = len(ref_model.adata_manager.get_state_registry("nn_conditioning_covs").n_cats_per_key) and \
+                int(ref_model.adata_manager.get_state_registry("nn_conditioning_covs").n_cats_per_key[0])
+            pin_query_decoder(qm, n_ref)
         plan = {"weight_decay": 0.0, **_variants.PLAN_KWARGS}
         if any(p.requires_grad for p in qm.module.parameters()):
             qm.train(max_epochs=epochs, plan_kwargs=plan, train_size=1.0, batch_size=128, accelerator="cpu",
@@ -153,9 +187,13 @@ def run(args) -> None:
     q_batches = query.obs[batch_key].astype(str).to_numpy()
     out_dir = RESULTS_DIR / "mapping"
     out_dir.mkdir(parents=True, exist_ok=True)
+    from regularizedvi import _constants as C
+
+    fs_prior = (C.FEATURE_SCALING_PRIOR_ALPHA, C.FEATURE_SCALING_PRIOR_BETA)
     for seed in args.seeds:
         for model in args.models:
-            variant = "base" if model in SCVI_KW else args.variant
+            variant = "base" if model in SCVI_KW else args.variant + ("+pin" if args.pin_decoder else "") \
+                + (f"+qfs{args.query_fs_prior:g}" if args.query_fs_prior else "")
             path = out_dir / f"{ds.name}__{model.replace('+', 'p')}__{variant}__e{epochs}q{q_epochs}__s{seed}.json"
             if path.exists() and not args.overwrite:
                 print(f"  {path.name} exists; skipped")
@@ -163,7 +201,12 @@ def run(args) -> None:
             t0 = time.perf_counter()
             ref_model, ref_a = build(model, ref, batch_key, seed, epochs, args.n_hidden, args.n_latent, variant_setup)
             t1 = time.perf_counter()
-            qm, q_a = map_query(model, ref_model, query, seed, q_epochs)
+            qm, q_a = map_query(model, ref_model, query, seed, q_epochs, args.pin_decoder,
+                                args.query_fs_prior)
+            if args.query_fs_prior:
+                from regularizedvi import _constants as C
+
+                C.FEATURE_SCALING_PRIOR_ALPHA, C.FEATURE_SCALING_PRIOR_BETA = fs_prior
             t2 = time.perf_counter()
             ref_z = ref_model.get_latent_representation(ref_a)
             q_z = qm.get_latent_representation(q_a)
@@ -224,6 +267,10 @@ def main(argv=None) -> None:
     p.add_argument("--n-latent", type=int, default=10)
     p.add_argument("--variant", default="base")
     p.add_argument("--snare-cells", type=int, default=4000)
+    p.add_argument("--query-fs-prior", type=float, default=None,
+                   help="regularizedvi: feature-scaling prior Gamma(A, A) during query training only")
+    p.add_argument("--pin-decoder", action="store_true",
+                   help="regularizedvi: query decoder covariate columns = mean of the reference's, frozen")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--table", action="store_true")
