@@ -170,6 +170,11 @@ def run(args) -> None:
     batch_key, ref_batches = SPLITS[args.dataset]
     adata = ds.adata
     in_ref = adata.obs[batch_key].isin(ref_batches).to_numpy()
+    # regularizedvi refuses genes without counts (issue 14): drop those absent from the reference
+    expressed = np.asarray(adata[in_ref].X.sum(0)).ravel() > 0
+    if not expressed.all():
+        print(f"  {int((~expressed).sum())} genes without counts in the reference dropped", flush=True)
+        adata = adata[:, expressed].copy()
     ref, query = adata[in_ref].copy(), adata[~in_ref].copy()
     for a in (ref, query):
         a.obs[batch_key] = a.obs[batch_key].astype(str).astype("category")
