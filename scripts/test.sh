@@ -14,4 +14,6 @@ R CMD INSTALL --no-multiarch --library=build/Rlib . > build/r-test/install.log 2
 .venv/bin/python -m pytest tests/python -q "$@"
 echo "== pytest again with NumPy 2 (the R converter's side runs in .venv: reticulate 1.28 needs numpy<2)"
 REGULARIZEDVI_R_PYTHON="$PWD/.venv/bin/python" build/venv-numpy2/bin/python -m pytest tests/python -q -p no:cacheprovider "$@"
-RVI_R_INSTALLED=1 RVI_R_CHECK=1 bash scripts/test_r.sh
+# RVI_TEST_INSTALL=1: testthat also installs the Python core from R into a fresh environment
+# (install_regularizedvi(), PyPI) and runs it from a new R session, as a new user would.
+RVI_TEST_INSTALL=1 RVI_R_INSTALLED=1 RVI_R_CHECK=1 bash scripts/test_r.sh
