@@ -50,6 +50,7 @@ SPLITS = {
 }
 SCVI_KW = {"scVI": {}, "scVI-arches": {"encode_covariates": True, "use_layer_norm": "both",
                                        "use_batch_norm": "none"}}
+QUERY_PLAN: dict = {}  # --query-kl-warmup: extra plan_kwargs of the regularizedvi query training
 RV_KW = {"rv+nn": ("nn",), "rv+nn+enc": ("nn", "enc"), "rv": (), "rv+enc": ("enc",)}
 
 
@@ -154,7 +155,7 @@ def map_query(model: str, ref_model, query, seed: int, epochs: int, pin_decoder:
             n_ref = len(ref_model.adata_manager.get_state_registry("nn_conditioning_covs").n_cats_per_key) and \
                 int(ref_model.adata_manager.get_state_registry("nn_conditioning_covs").n_cats_per_key[0])
             pin_query_decoder(qm, n_ref)
-        plan = {"weight_decay": 0.0, **_variants.PLAN_KWARGS}
+        plan = {"weight_decay": 0.0, **_variants.PLAN_KWARGS, **QUERY_PLAN}
         if any(p.requires_grad for p in qm.module.parameters()):
             qm.train(max_epochs=epochs, plan_kwargs=plan, train_size=1.0, batch_size=128, accelerator="cpu",
                      enable_progress_bar=False)
@@ -198,27 +199,44 @@ def run(args) -> None:
     for seed in args.seeds:
         for model in args.models:
             variant = "base" if model in SCVI_KW else args.variant + ("+pin" if args.pin_decoder else "") \
-                + (f"+qfs{args.query_fs_prior:g}" if args.query_fs_prior else "")
+                + (f"+qfs{args.query_fs_prior:g}" if args.query_fs_prior else "") \
+                + (f"+qkl{args.query_kl_warmup}" if args.query_kl_warmup is not None else "") \
+                + (f"+qlr{args.query_lr:g}" if args.query_lr is not None else "")
             path = out_dir / f"{ds.name}__{model.replace('+', 'p')}__{variant}__e{epochs}q{q_epochs}__s{seed}.json"
             if path.exists() and not args.overwrite:
                 print(f"  {path.name} exists; skipped")
                 continue
             t0 = time.perf_counter()
-            ref_model, ref_a = build(model, ref, batch_key, seed, epochs, args.n_hidden, args.n_latent, variant_setup)
-            t1 = time.perf_counter()
-            qm, q_a = map_query(model, ref_model, query, seed, q_epochs, args.pin_decoder,
-                                args.query_fs_prior)
+            if args.de_novo:  # one model on reference + query together: the integration ceiling
+                both = adata.copy()
+                both.obs[batch_key] = both.obs[batch_key].astype(str).astype("category")
+                m_all, a_all = build(model, both, batch_key, seed, epochs, args.n_hidden, args.n_latent, variant_setup)
+                z_all = m_all.get_latent_representation(a_all)
+                t1 = t2 = time.perf_counter()
+                ref_z, q_z = z_all[in_ref], z_all[~in_ref]
+                pred, conf = label_transfer(ref_z, ref_labels, q_z)
+                mix = query_mixing(ref_z, q_z)
+                path = path.with_name(path.name.replace("__e", "__denovo_e"))
+                qm = None
+            else:
+                ref_model, ref_a = build(model, ref, batch_key, seed, epochs, args.n_hidden, args.n_latent,
+                                         variant_setup)
+                t1 = time.perf_counter()
+                qm, q_a = map_query(model, ref_model, query, seed, q_epochs, args.pin_decoder,
+                                    args.query_fs_prior)
             if args.query_fs_prior:
                 from regularizedvi import _constants as C
 
                 C.FEATURE_SCALING_PRIOR_ALPHA, C.FEATURE_SCALING_PRIOR_BETA = fs_prior
-            t2 = time.perf_counter()
-            ref_z = ref_model.get_latent_representation(ref_a)
-            q_z = qm.get_latent_representation(q_a)
-            pred, conf = label_transfer(ref_z, ref_labels, q_z)
-            mix = query_mixing(ref_z, q_z)
+            if qm is not None:
+                t2 = time.perf_counter()
+                ref_z = ref_model.get_latent_representation(ref_a)
+                q_z = qm.get_latent_representation(q_a)
+                pred, conf = label_transfer(ref_z, ref_labels, q_z)
+                mix = query_mixing(ref_z, q_z)
             rec = {
-                "dataset": ds.name, "model": model, "variant": variant, "seed": seed,
+                "dataset": ds.name, "model": model + (" de novo" if args.de_novo else ""), "variant": variant,
+                "seed": seed,
                 "epochs": epochs, "query_epochs": q_epochs, "n_ref": int(ref.n_obs), "n_query": int(query.n_obs),
                 "accuracy": float(accuracy_score(q_labels, pred)),
                 "macro_f1": float(f1_score(q_labels, pred, average="macro", labels=np.unique(q_labels))),
@@ -272,6 +290,11 @@ def main(argv=None) -> None:
     p.add_argument("--n-latent", type=int, default=10)
     p.add_argument("--variant", default="base")
     p.add_argument("--snare-cells", type=int, default=4000)
+    p.add_argument("--de-novo", action="store_true",
+                   help="train one model on reference + query together (no mapping): the ceiling")
+    p.add_argument("--query-lr", type=float, default=None, help="regularizedvi: learning rate of the query training")
+    p.add_argument("--query-kl-warmup", type=int, default=None,
+                   help="regularizedvi: n_epochs_kl_warmup of the query training (0: full KL weight at once)")
     p.add_argument("--query-fs-prior", type=float, default=None,
                    help="regularizedvi: feature-scaling prior Gamma(A, A) during query training only")
     p.add_argument("--pin-decoder", action="store_true",
@@ -282,6 +305,10 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     quiet()
     set_threads(args.threads)
+    if args.query_kl_warmup is not None:
+        QUERY_PLAN["n_epochs_kl_warmup"] = args.query_kl_warmup
+    if args.query_lr is not None:
+        QUERY_PLAN["lr"] = args.query_lr
     table() if args.table else run(args)
 
 
