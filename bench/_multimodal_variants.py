@@ -25,6 +25,9 @@ Behaviours (attributes of the module, all off by default = the core model):
 * ``fixed_library``: modalities whose library is the observed total (no library encoder,
   no library KL).
 * ``library_prior_scale[m]``: multiplies the library prior's variance.
+* ``stop_cross_gradient``: in training (concatenation), each decoder reads the other
+  modalities' latent slices detached: a slice is shaped by its own modality's decoder only,
+  though every decoder still uses the whole ``z``.
 """
 
 from __future__ import annotations
@@ -51,6 +54,13 @@ class VariantMultimodalVAE(RegularizedMultimodalVAE):
     likelihood: dict = {}
     fixed_library: tuple = ()
     library_prior_scale: dict = {}
+    stop_cross_gradient: bool = False
+
+    def _decode_rho(self, name, z, nn_onehot, continuous_covs):
+        if self.stop_cross_gradient and self.training and self.latent_mode == "concatenation":
+            z = torch.cat([z[:, a:b] if m == name else z[:, a:b].detach()
+                           for m, (a, b) in self.latent_slices.items()], -1)
+        return super()._decode_rho(name, z, nn_onehot, continuous_covs)
 
     # ------------------------------------------------------------------ inference
     def latent_posterior(self, x_logs, masks, encoder_covs, continuous_covs):
@@ -179,6 +189,8 @@ def _part(name: str, n_genes: int, n_peaks: int):
         attrs["fixed_library"] = ("atac",)
     elif name == "fixliball":
         attrs["fixed_library"] = ("rna", "atac")
+    elif name == "sg":
+        attrs["stop_cross_gradient"] = True
     elif name.startswith("libvar"):  # library prior variance x w (ATAC)
         attrs["library_prior_scale"] = {"atac": float(name[6:])}
     else:

@@ -9,6 +9,7 @@ one torch thread, one model at a time, and is scored on the same nuclei:
   rv_rna         AmbientRegularizedSCVI on the RNA
   scvi_rna       scvi-tools SCVI on the RNA
   rv_atac        AmbientRegularizedSCVI on the ATAC peaks
+                 (NAME:PARTS, e.g. rv_rna:wu0, applies the training-plan parts of a variant)
   joint:VARIANT  RegularizedMultimodalVI (``base`` = defaults; variants in _multimodal_variants.py)
   multivi        scvi-tools MULTIVI (its defaults: lr 1e-4, KL warm-up 50 epochs, early
                  stopping, up to 500 epochs; ``--multivi-epochs`` caps it)
@@ -96,22 +97,31 @@ def _timed_train(model, **kwargs) -> float:
     return time.perf_counter() - start
 
 
-def run_single(kind: str, adata, seed: int, epochs: int) -> dict:
+def run_single(kind: str, adata, seed: int, epochs: int, variant: str = "") -> dict:
+    """``variant``: training-plan parts of a variant name only (e.g. ``wu0``)."""
     import scvi
 
     import regularizedvi as rv
+    from _multimodal_variants import resolve
+
+    plan = resolve(variant, 1, 1)[1] if variant else {}
 
     rv.set_seed(seed)
     a = adata.copy()
     if kind == "scvi":
         scvi.model.SCVI.setup_anndata(a, batch_key=BATCH)
         model = scvi.model.SCVI(a)
-        secs = _timed_train(model, max_epochs=epochs, accelerator="cpu", enable_progress_bar=False)
+        secs = _timed_train(model, max_epochs=epochs, accelerator="cpu", enable_progress_bar=False,
+                            plan_kwargs=plan or None)
     else:
         rv.AmbientRegularizedSCVI.setup_anndata(a, batch_key=BATCH)
         model = rv.AmbientRegularizedSCVI(a)
-        secs = _timed_train(model, max_epochs=epochs, accelerator="cpu", enable_progress_bar=False)
-    return {"latents": {"joint": model.get_latent_representation(a)}, "train_s": secs, "epochs": epochs}
+        secs = _timed_train(model, max_epochs=epochs, accelerator="cpu", enable_progress_bar=False,
+                            plan_kwargs=plan or None)
+    out = {"latents": {"joint": model.get_latent_representation(a)}, "train_s": secs, "epochs": epochs}
+    if kind != "scvi":
+        out["terms"] = per_cell_terms(model)
+    return out
 
 
 def per_cell_terms(model) -> dict:
@@ -218,9 +228,10 @@ def run(args) -> None:
     for seed in args.seeds:
         for name in args.models:
             t0 = time.perf_counter()
-            if name in ("rv_rna", "scvi_rna", "rv_atac"):
-                res = run_single("scvi" if name.startswith("scvi") else "rv", rna if "rna" in name else atac,
-                                 seed, args.epochs)
+            base, _, variant = name.partition(":")
+            if base in ("rv_rna", "scvi_rna", "rv_atac"):  # rv_rna:wu0 = with a plan variant
+                res = run_single("scvi" if base.startswith("scvi") else "rv", rna if "rna" in base else atac,
+                                 seed, args.epochs, variant)
             elif name.startswith("joint:"):
                 res = run_joint(name[6:], mdata, seed, args.epochs, attribution=not args.no_attribution)
             elif name == "multivi":
