@@ -44,7 +44,8 @@ fi
 # run_stack NAME LIBS VIGNETTES...: testthat + vignettes with R_LIBS=LIBS.
 run_stack() {
   local name=$1 libs=$2; shift 2
-  local out="$OUT/$name"
+  local out="$OUT/$name" stack_start
+  stack_start=$(date +%s)
   mkdir -p "$out/vignettes"
   echo "== [$name] testthat ($(R_LIBS="$libs" Rscript -e 'cat("Seurat", format(utils::packageVersion("Seurat")), "/ SeuratObject", format(utils::packageVersion("SeuratObject")))'))"
   set +e
@@ -74,6 +75,7 @@ run_stack() {
       }
     echo "knitted $rmd in $(( $(date +%s) - t0 )) s -> $out/vignettes/"
   done
+  echo "== [$name] passed in $(( $(date +%s) - stack_start )) s"
 }
 
 for stack in $STACKS; do
