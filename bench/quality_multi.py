@@ -12,6 +12,7 @@ Models (``--models``):
   PCA       50 PCs of log1p CP10k (also the pre-integration embedding of PCR comparison)
   scVI      scvi-tools SCVI(batch_key=<batch>), defaults (ZINB, gene dispersion)
   scVI-enc  SCVI(batch_key, encode_covariates=True) (scArches' set-up for surgery)
+  scVI-nb   SCVI with gene_likelihood="nb" (no zero inflation); scVI-nb-gb also dispersion="gene-batch"
   rv+nn     regularizedvi, batch_key + nn_conditioning_covariate_keys = <batch> (the README's
             recipe for technology batches)
   rv        regularizedvi, batch_key alone
@@ -46,7 +47,8 @@ from _common import RESULTS_DIR, environment, quiet, set_threads  # noqa: E402
 
 MULTI_DIR = RESULTS_DIR / "multi"
 RV_MODELS = {"rv+nn": ("nn",), "rv": (), "rv+nn+enc": ("nn", "enc")}
-SCVI_MODELS = {"scVI": {}, "scVI-enc": {"encode_covariates": True}}
+SCVI_MODELS = {"scVI": {}, "scVI-enc": {"encode_covariates": True}, "scVI-nb": {"gene_likelihood": "nb"},
+               "scVI-nb-gb": {"gene_likelihood": "nb", "dispersion": "gene-batch"}}
 
 
 def split_cells(n: int, seed: int = 0, val_fraction: float = 0.1):
