@@ -81,6 +81,14 @@ def test_continuous_column_is_refused_as_a_batch():
     rv.AmbientRegularizedSCVI.setup_anndata(adata, batch_key="total")
 
 
+def test_column_names_with_dots_are_refused_with_the_rename():
+    adata = rv.simulate_counts(n_cells=120, n_genes=60, n_batches=2, n_cell_types=2, markers_per_type=5, seed=3)
+    adata.obs["letter.idents"] = adata.obs["batch"]
+    with pytest.raises(ValueError, match=r"column name 'letter.idents' contains '.'.*adata.obs\['letter_idents'\] = "
+                                         r"adata.obs\['letter.idents'\]"):
+        rv.AmbientRegularizedSCVI.setup_anndata(adata, batch_key="letter.idents")
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the machine has a GPU")
 def test_gpu_request_without_gpu_names_the_fix(small):
     model = _model(small)

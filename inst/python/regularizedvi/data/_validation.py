@@ -131,6 +131,13 @@ def check_covariates(obs: pd.DataFrame, keys: Iterable[str], argument: str, cate
             raise KeyError(
                 f"{argument}: column '{key}' is not in adata.obs. Available columns: {available}."
             )
+        if "." in str(key):
+            fixed = str(key).replace(".", "_")
+            raise ValueError(
+                f"{argument}: column name '{key}' contains '.', which scvi-tools' registry cannot hold. "
+                f"Copy the column under a name without dots: adata.obs['{fixed}'] = adata.obs['{key}'] "
+                f"(R: object${fixed} <- object${key}), and pass '{fixed}'."
+            )
         column = obs[key]
         if column.isna().any():
             n = int(column.isna().sum())
