@@ -25,11 +25,17 @@
 #' @param reduction.name Name of the new reduction (default
 #'   `"regularizedvi"`).
 #' @param reduction.key Key of its dimensions (default `"rvi_"`).
+#' @param contamination.column Name of the metadata column that receives each
+#'   cell's ambient contamination fraction (the expected background share of
+#'   its counts, in \[0, 1\], see [getContaminationFraction()]; default
+#'   `"regularizedvi_contamination"`; `NULL`: no column). Cells the model does
+#'   not describe (other layers) get `NA`.
 #' @param max.epochs,accelerator,devices,batch.size,progress Training options,
 #'   see [trainRegularizedVI()].
 #' @param seed Random seed (default 0).
-#' @return The Seurat object with the new reduction (for the cells used) and a
-#'   command log entry (`Command(object, "RunRegularizedVI.RNA")`).
+#' @return The Seurat object with the new reduction (for the cells used), the
+#'   contamination column and a command log entry
+#'   (`Command(object, "RunRegularizedVI.RNA")`).
 #' @examples
 #' \dontrun{
 #' pbmc <- RunRegularizedVI(SeuratObject::pbmc_small, batch = "groups", max.epochs = 20)
@@ -38,20 +44,24 @@
 #' @export
 RunRegularizedVI <- function(object, batch = NULL, ambient = NULL, nn.conditioning = NULL, ...,
                              assay = "RNA", layer = "counts", reduction.name = "regularizedvi",
-                             reduction.key = "rvi_", max.epochs = NULL, accelerator = "auto",
-                             devices = "auto", batch.size = 128, progress = TRUE, seed = 0) {
+                             reduction.key = "rvi_",
+                             contamination.column = "regularizedvi_contamination",
+                             max.epochs = NULL, accelerator = "auto", devices = "auto",
+                             batch.size = 128, progress = TRUE, seed = 0) {
   if (!inherits(object, "Seurat")) {
     stop("RunRegularizedVI() needs a Seurat object; for a SingleCellExperiment use runRegularizedVI().",
          call. = FALSE)
   }
   .check_train_args(max.epochs = max.epochs, batch.size = batch.size, accelerator = accelerator,
                     devices = devices, progress = progress, seed = seed)
+  .check_column_name(contamination.column, "contamination.column")
   model <- regularizedviModel(object, batch = batch, ambient = ambient,
                               nn.conditioning = nn.conditioning, ..., assay = assay, layer = layer,
                               seed = seed)
   trainRegularizedVI(model, max.epochs = max.epochs, accelerator = accelerator, devices = devices,
                      batch.size = batch.size, progress = progress)
   object <- .attach_seurat_reduction(object, model, assay, reduction.name, reduction.key)
+  object <- .add_cell_columns(object, .contamination_table(model, contamination.column))
   .log_command(object, "RunRegularizedVI", assay = assay)
 }
 
@@ -94,7 +104,12 @@ RunRegularizedVI <- function(object, batch = NULL, ambient = NULL, nn.conditioni
 #' @inheritParams RunRegularizedVI
 #' @param name Name of the new reducedDim (default `"regularizedvi"`).
 #' @param assay.type Assay with raw counts (default `"counts"`).
-#' @return The SingleCellExperiment with the new reducedDim.
+#' @param contamination.column Name of the colData column that receives each
+#'   cell's ambient contamination fraction (default
+#'   `"regularizedvi_contamination"`; `NULL`: none), see
+#'   [getContaminationFraction()].
+#' @return The SingleCellExperiment with the new reducedDim and the
+#'   contamination column.
 #' @rdname runRegularizedVI-sce
 #' @examples
 #' \dontrun{
@@ -103,21 +118,24 @@ RunRegularizedVI <- function(object, batch = NULL, ambient = NULL, nn.conditioni
 #' }
 #' @export
 runRegularizedVI <- function(x, batch = NULL, ambient = NULL, nn.conditioning = NULL, ...,
-                             name = "regularizedvi", assay.type = "counts", max.epochs = NULL,
-                             accelerator = "auto", devices = "auto", batch.size = 128,
-                             progress = TRUE, seed = 0) {
+                             name = "regularizedvi", assay.type = "counts",
+                             contamination.column = "regularizedvi_contamination",
+                             max.epochs = NULL, accelerator = "auto", devices = "auto",
+                             batch.size = 128, progress = TRUE, seed = 0) {
   if (!inherits(x, "SingleCellExperiment")) {
     stop("runRegularizedVI() needs a SingleCellExperiment; for a Seurat object use RunRegularizedVI().",
          call. = FALSE)
   }
   .check_train_args(max.epochs = max.epochs, batch.size = batch.size, accelerator = accelerator,
                     devices = devices, progress = progress, seed = seed)
+  .check_column_name(contamination.column, "contamination.column")
   model <- regularizedviModel(x, batch = batch, ambient = ambient,
                               nn.conditioning = nn.conditioning, ..., assay.type = assay.type,
                               seed = seed)
   trainRegularizedVI(model, max.epochs = max.epochs, accelerator = accelerator, devices = devices,
                      batch.size = batch.size, progress = progress)
-  .attach_sce_reduction(x, model, name)
+  x <- .attach_sce_reduction(x, model, name)
+  .add_cell_columns(x, .contamination_table(model, contamination.column))
 }
 
 .attach_sce_reduction <- function(x, model, name) {

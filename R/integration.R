@@ -40,6 +40,10 @@
 #'   layer of each cell in the `counts_layer` column.
 #' @param new.reduction Name of the new reduction (default `"integrated.rvi"`).
 #' @param reduction.key Key of its dimensions (default `"integratedrvi_"`).
+#' @param contamination.column Name of the metadata column that receives each
+#'   cell's ambient contamination fraction (default
+#'   `"regularizedvi_contamination"`; `NULL`: none), see
+#'   [getContaminationFraction()]; cells of layers not integrated get `NA`.
 #' @param metadata Per-cell metadata (a data.frame with the cells as row names,
 #'   typically `obj[[]]`) holding the columns named in `batch`,
 #'   `nn.conditioning` and `...`.
@@ -59,7 +63,8 @@
 #' @param progress Show the training progress bar (default: `verbose`).
 #' @return A named list with one `DimReduc` (cells of the layers used, in the
 #'   assay's cell order; key `reduction.key`; assay `assay`; the model in its
-#'   `misc`), which `IntegrateLayers()` adds to the object.
+#'   `misc`) and the contamination column (a one-column data.frame with the
+#'   cells as row names), which `IntegrateLayers()` adds to the object.
 #' @examples
 #' \dontrun{
 #' obj[["RNA"]] <- split(obj[["RNA"]], f = obj$sample)
@@ -78,7 +83,9 @@
 RegularizedVIIntegration <- function(object, assay = NULL, orig = NULL, layers = NULL,
                                      features = NULL, scale.layer = NULL, groups = NULL,
                                      new.reduction = "integrated.rvi",
-                                     reduction.key = "integratedrvi_", metadata = NULL,
+                                     reduction.key = "integratedrvi_",
+                                     contamination.column = "regularizedvi_contamination",
+                                     metadata = NULL,
                                      batch = NULL, nn.conditioning = NULL, ...,
                                      max.epochs = NULL, accelerator = "auto", devices = "auto",
                                      batch.size = 128, seed = 0, verbose = TRUE,
@@ -98,6 +105,7 @@ RegularizedVIIntegration <- function(object, assay = NULL, orig = NULL, layers =
     stop("`new.reduction` must be one name.", call. = FALSE)
   }
   .check_key(reduction.key)
+  .check_column_name(contamination.column, "contamination.column")
   .check_train_args(max.epochs = max.epochs, batch.size = batch.size, accelerator = accelerator,
                     devices = devices, progress = progress, seed = seed)
   if (is.null(assay)) assay <- SeuratObject::DefaultAssay(object)
@@ -122,7 +130,13 @@ RegularizedVIIntegration <- function(object, assay = NULL, orig = NULL, layers =
   model <- if (verbose) build() else suppressMessages(build())
   trainRegularizedVI(model, max.epochs = max.epochs, accelerator = accelerator, devices = devices,
                      batch.size = batch.size, progress = progress)
-  stats::setNames(list(.model_reduction(model, assay, reduction.key, cells)), new.reduction)
+  out <- stats::setNames(list(.model_reduction(model, assay, reduction.key, cells)), new.reduction)
+  # IntegrateLayers() assigns each element with obj[[name]] <- value: a data.frame named
+  # like its column becomes that metadata column (matched by cell name).
+  if (!is.null(contamination.column)) {
+    out[[contamination.column]] <- .contamination_table(model, contamination.column)
+  }
+  out
 }
 attr(RegularizedVIIntegration, "Seurat.method") <- "integration"
 

@@ -24,15 +24,37 @@ SaveRegularizedVI <- function(object, dir, overwrite = FALSE, name = "regularize
 
 #' @rdname SaveRegularizedVI
 #' @param assay,layer Seurat assay (default: the default assay) and layer with
-#'   raw counts.
+#'   raw counts. For a multimodal model, `layer` applies to every assay and
+#'   `assay` is not used: the assays are those the model was saved with.
 #' @param assay.type SingleCellExperiment assay with raw counts.
+#' @param main.name Multimodal model on a SingleCellExperiment: which of the
+#'   saved modalities is the main experiment (default: `mainExpName(object)`
+#'   when it is one of them, otherwise the one saved modality that is not an
+#'   altExp).
+#' @details `LoadRegularizedVI()` reads the model's class from `model.json`: a
+#'   single-modality model (`AmbientRegularizedSCVI`) is rebuilt on the counts
+#'   of one assay, a multimodal model (`RegularizedMultimodalVI`) on the assays
+#'   (Seurat) or main experiment and altExps (SingleCellExperiment) named like
+#'   its saved modalities. Latents of the loaded model equal the saved model's
+#'   bit for bit.
 #' @export
-LoadRegularizedVI <- function(dir, object, assay = NULL, layer = "counts", assay.type = "counts") {
-  setup_args <- .saved_setup_args(dir)
-  adata <- .adata_for_saved(object, setup_args, .saved_genes(dir), assay, layer, assay.type)
+LoadRegularizedVI <- function(dir, object, assay = NULL, layer = "counts", assay.type = "counts",
+                              main.name = NULL) {
+  description <- .read_model_json(dir)
+  data <- .data_for_saved(object, description, assay = assay, layer = layer,
+                          assay.type = assay.type, main.name = main.name)
   rv <- .py_module("regularizedvi")
-  py <- .py_call(rv$AmbientRegularizedSCVI$load(path.expand(dir), adata), "Loading the model failed")
-  .model_from_py(py, adata)
+  py <- .py_call(rv$load_model(path.expand(dir), data), "Loading the model failed")
+  .model_handle(py, data, description)
+}
+
+# The R handle of a Python model of the class the description names.
+.model_handle <- function(py, data, description) {
+  if (.is_multimodal_description(description)) .multimodal_model_from_py(py, data) else .model_from_py(py, data)
+}
+
+.is_multimodal_description <- function(description) {
+  identical(description$class, "RegularizedMultimodalVI")
 }
 
 .read_model_json <- function(dir) {
@@ -61,6 +83,14 @@ LoadRegularizedVI <- function(dir, object, assay = NULL, layer = "counts", assay
       is.null(content$var_names)) {
     damaged("no model registry or gene names in it")
   }
+  known <- c("AmbientRegularizedSCVI", "RegularizedMultimodalVI")
+  if (!is.character(content$class) || length(content$class) != 1 || !content$class %in% known) {
+    damaged(paste0("its class is ", if (is.character(content$class)) paste0("'", content$class[1], "'")
+                   else "missing", ", not one of ", paste(known, collapse = ", ")))
+  }
+  if (.is_multimodal_description(content) && !is.list(content$registry$setup_args$modalities)) {
+    damaged("a multimodal model without its modalities")
+  }
   content
 }
 
@@ -73,18 +103,26 @@ LoadRegularizedVI <- function(dir, object, assay = NULL, layer = "counts", assay
 
 .saved_genes <- function(dir) as.character(unlist(.read_model_json(dir)$var_names))
 
+# The data a saved model is rebuilt on: an AnnData (single-modality model) or a MuData
+# (multimodal model) of `object`, with the saved features in their order and the covariates.
+.data_for_saved <- function(object, description, assay = NULL, layer = "counts",
+                            assay.type = "counts", main.name = NULL, obs.columns = NULL) {
+  setup_args <- description$registry$setup_args
+  features <- as.character(unlist(description$var_names))
+  if (.is_multimodal_description(description)) {
+    return(.mudata_for_saved(object, setup_args, features, layer, assay.type, main.name, obs.columns))
+  }
+  .adata_for_saved(object, setup_args, features, assay, layer, assay.type, obs.columns)
+}
+
 # An AnnData of `object` with the saved model's genes (in its order) and covariates.
-.adata_for_saved <- function(object, setup_args, genes, assay, layer, assay.type) {
+.adata_for_saved <- function(object, setup_args, genes, assay, layer, assay.type, obs.columns = NULL) {
   columns <- .setup_columns(setup_args)
   parts <- .extract_counts_and_meta(object, assay = assay, layer = layer, assay.type = assay.type)
-  missing <- setdiff(genes, rownames(parts$counts))
-  if (length(missing)) {
-    stop("The object lacks ", length(missing), " of the model's ", length(genes), " genes (e.g. ",
-         paste(utils::head(missing, 5), collapse = ", "), "). Add them as all-zero rows first.",
-         call. = FALSE)
-  }
-  adata <- .parts_to_anndata(parts, features = genes, categorical = columns$categorical,
-                             continuous = columns$continuous, check.empty = FALSE)
+  .check_saved_features(rownames(parts$counts), genes, "genes", parts$where)
+  adata <- .parts_to_anndata(parts, features = genes, obs.columns = obs.columns,
+                             categorical = columns$categorical, continuous = columns$continuous,
+                             check.empty = FALSE)
   layer_name <- setup_args$layer
   if (!is.null(layer_name)) {
     # The model was set up on a layer: give the same counts that name (no copy).
@@ -93,94 +131,86 @@ LoadRegularizedVI <- function(dir, object, assay = NULL, layer = "counts", assay
   adata
 }
 
-#' Map a query dataset onto a saved reference model
-#'
-#' scArches-style query mapping: the query is registered with the reference's
-#' set-up (its covariate columns must exist in the query; new categories such
-#' as new samples get new parameters), the reference weights are copied and
-#' frozen, the new parameters are trained on the query, and the query's latent
-#' representation is stored like [RunRegularizedVI()] / [runRegularizedVI()]
-#' do.
-#'
-#' @param query A `Seurat` object (`MapRegularizedVIQuery()`) or a
-#'   `SingleCellExperiment` (`mapRegularizedVIQuery()`) with raw counts and all
-#'   the reference's genes.
-#' @param reference Folder written by [SaveRegularizedVI()].
-#' @param max.epochs Query training epochs (default `NULL`: Python's default).
-#' @param freeze Keep reference weights fixed (default `TRUE`).
-#' @param reduction.name,reduction.key,name Where the query latent goes.
-#' @param accelerator,devices,batch.size,progress Training options, see
-#'   [trainRegularizedVI()].
-#' @inheritParams RunRegularizedVI
-#' @param assay.type SingleCellExperiment assay with raw counts.
-#' @return The query object with the new reduction / reducedDim and the query
-#'   model stored.
-#' @export
-MapRegularizedVIQuery <- function(query, reference, max.epochs = NULL, freeze = TRUE,
-                                  assay = "RNA", layer = "counts",
-                                  reduction.name = "regularizedvi", reduction.key = "rvi_",
-                                  accelerator = "auto", devices = "auto", batch.size = 128,
-                                  progress = TRUE, seed = 0) {
-  if (!inherits(query, "Seurat")) {
-    stop("MapRegularizedVIQuery() needs a Seurat object; for a SingleCellExperiment use ",
-         "mapRegularizedVIQuery().", call. = FALSE)
+.check_saved_features <- function(have, saved, what, where) {
+  missing <- setdiff(saved, have)
+  if (length(missing)) {
+    stop("The object lacks ", length(missing), " of the model's ", length(saved), " ", what, " (e.g. ",
+         paste(utils::head(missing, 5), collapse = ", "), "; ", where, "). Add them as all-zero rows first.",
+         call. = FALSE)
   }
-  .check_train_args(max.epochs = max.epochs, batch.size = batch.size, accelerator = accelerator,
-                    devices = devices, progress = progress, seed = seed)
-  model <- .query_model(query, reference, freeze, seed, assay = assay, layer = layer)
-  .train_query(model, max.epochs = max.epochs, accelerator = accelerator, devices = devices,
-               batch.size = batch.size, progress = progress)
-  query <- .attach_seurat_reduction(query, model, assay, reduction.name, reduction.key)
-  .log_command(query, "MapRegularizedVIQuery", assay = assay)
+  invisible(TRUE)
 }
 
-#' @rdname MapRegularizedVIQuery
-#' @export
-mapRegularizedVIQuery <- function(query, reference, max.epochs = NULL, freeze = TRUE,
-                                  assay.type = "counts", name = "regularizedvi",
-                                  accelerator = "auto", devices = "auto", batch.size = 128,
-                                  progress = TRUE, seed = 0) {
-  if (!inherits(query, "SingleCellExperiment")) {
-    stop("mapRegularizedVIQuery() needs a SingleCellExperiment; for a Seurat object use ",
-         "MapRegularizedVIQuery().", call. = FALSE)
+# A MuData of `object` with the saved model's modalities (Seurat assays / SCE main
+# experiment and altExps named like them, in the saved order), features and covariates.
+# The saved feature names are "<modality>:<feature>", modality by modality.
+.mudata_for_saved <- function(object, setup_args, saved, layer, assay.type, main.name,
+                              obs.columns = NULL) {
+  mod_of <- sub(":.*$", "", saved)
+  mods <- unique(mod_of)
+  features <- lapply(stats::setNames(mods, mods), function(m) sub("^[^:]*:", "", saved[mod_of == m]))
+  if (inherits(object, "Seurat")) {
+    .need("SeuratObject")
+    missing <- setdiff(mods, SeuratObject::Assays(object))
+    if (length(missing)) {
+      stop("The multimodal model was saved with modalities ", paste(mods, collapse = ", "),
+           "; the Seurat object lacks assay(s) ", paste0("'", missing, "'", collapse = ", "),
+           " (assays: ", paste(SeuratObject::Assays(object), collapse = ", "), ").", call. = FALSE)
+    }
+    parts <- .multimodal_parts(object, assays = mods, layer = layer)
+  } else if (inherits(object, "SingleCellExperiment")) {
+    main.name <- .saved_main_experiment(object, mods, main.name)
+    parts <- .multimodal_parts(object, altexps = setdiff(mods, main.name), main.name = main.name,
+                               assay.type = assay.type)
+  } else {
+    stop("A multimodal model loads onto a Seurat object (its assays) or a SingleCellExperiment ",
+         "(with altExps), not a '", class(object)[1], "'.", call. = FALSE)
   }
-  .check_train_args(max.epochs = max.epochs, batch.size = batch.size, accelerator = accelerator,
-                    devices = devices, progress = progress, seed = seed)
-  model <- .query_model(query, reference, freeze, seed, assay.type = assay.type)
-  .train_query(model, max.epochs = max.epochs, accelerator = accelerator, devices = devices,
-               batch.size = batch.size, progress = progress)
-  .attach_sce_reduction(query, model, name)
+  parts$counts <- parts$counts[mods]
+  for (m in mods) .check_saved_features(rownames(parts$counts[[m]]), features[[m]],
+                                        paste0("features of modality '", m, "'"), parts$where[[m]])
+  columns <- .setup_columns(setup_args)
+  mdata <- .parts_to_mudata(parts, features = features, obs.columns = obs.columns,
+                            categorical = columns$categorical, continuous = columns$continuous,
+                            check.empty = FALSE)
+  layers <- setup_args$layer
+  if (!is.null(layers)) {
+    # Set up on layers: give the same counts those names (no copy).
+    if (!is.list(layers)) layers <- stats::setNames(rep(list(layers), length(setup_args$modalities)),
+                                                    names(setup_args$modalities))
+    for (m in names(layers)) {
+      if (is.null(layers[[m]])) next
+      mod <- reticulate::py_get_item(mdata$mod, setup_args$modalities[[m]])
+      reticulate::py_set_item(mod$layers, layers[[m]], mod$X)
+    }
+  }
+  mdata
 }
 
-.query_model <- function(query, reference, freeze, seed, assay = NULL, layer = "counts",
-                         assay.type = "counts") {
-  if (!is.character(reference) || length(reference) != 1) {
-    stop("`reference` must be the folder of a model saved with SaveRegularizedVI().", call. = FALSE)
+# Which saved modality is an SCE's main experiment.
+.saved_main_experiment <- function(object, mods, main.name) {
+  .need("SingleCellExperiment")
+  alts <- SingleCellExperiment::altExpNames(object)
+  if (!is.null(main.name)) {
+    if (!main.name %in% mods) {
+      stop("`main.name` '", main.name, "' is not one of the saved modalities (", paste(mods, collapse = ", "),
+           ").", call. = FALSE)
+    }
+    return(main.name)
   }
-  setup_args <- .saved_setup_args(reference)
-  adata <- .adata_for_saved(query, setup_args, .saved_genes(reference), assay, layer, assay.type)
-  rv <- .py_module("regularizedvi")
-  .set_seed(.check_args(seed = seed)$seed)
-  py <- .py_call(rv$AmbientRegularizedSCVI$load_query_data(adata, path.expand(reference),
-                                                           freeze = freeze),
-                 "Mapping the query onto the reference failed")
-  .model_from_py(py, adata)
-}
-
-# With frozen reference weights and no new category in the query, nothing is trainable:
-# the reference model is used as it is (training would fail without gradients).
-.train_query <- function(model, ...) {
-  builtins <- reticulate::import_builtins(convert = FALSE)
-  params <- builtins$list(model$py$module$parameters())
-  trainable <- vapply(seq_len(reticulate::py_len(params)) - 1L, function(i) {
-    isTRUE(reticulate::py_to_r(reticulate::py_get_item(params, i)$requires_grad))
-  }, logical(1))
-  if (!any(trainable)) {
-    message("The query brings no new category: every parameter is the frozen reference's, ",
-            "so the query is embedded without training.")
-    reticulate::py_set_attr(model$py, "is_trained_", TRUE)
-    model$py$module$eval()  # inference mode (no dropout), as after training
-    return(invisible(model))
+  current <- SingleCellExperiment::mainExpName(object)
+  if (length(current) == 1 && !is.na(current) && current %in% mods) return(current)
+  candidates <- setdiff(mods, alts)
+  if (length(candidates) == 1) return(candidates)
+  have <- if (length(alts)) paste(alts, collapse = ", ") else "none"
+  if (!length(candidates)) {
+    stop("The multimodal model was saved with modalities ", paste(mods, collapse = ", "), ", all of ",
+         "them altExps of the SingleCellExperiment: pass main.name = \"<modality of the main ",
+         "experiment>\".", call. = FALSE)
   }
-  trainRegularizedVI(model, ...)
+  stop("The multimodal model was saved with modalities ", paste(mods, collapse = ", "), "; the ",
+       "SingleCellExperiment has altExp(s) ", have, ", so ", length(candidates) - 1, " of them ",
+       "(", paste(candidates, collapse = " or "), ") are missing: every modality but the main ",
+       "experiment's must be an altExp of that name (pass main.name = \"<modality of the main ",
+       "experiment>\" to say which).", call. = FALSE)
 }

@@ -46,21 +46,25 @@
 # Which metadata columns a set of Python setup arguments needs, and how.
 .setup_columns <- function(setup_args) {
   continuous <- unlist(setup_args[["continuous_covariate_keys"]])
-  keys <- setdiff(names(setup_args), c("layer", "continuous_covariate_keys"))
+  keys <- setdiff(names(setup_args), c("layer", "modalities", "continuous_covariate_keys"))
   categorical <- unlist(lapply(setup_args[keys], function(v) if (is.character(unlist(v))) unlist(v)))
   list(categorical = unique(as.character(categorical)), continuous = as.character(continuous))
 }
 
+# Seeds Python, NumPy and torch as scvi-tools does, without Lightning's "Seed set to" line.
 .set_seed <- function(seed) {
   if (is.null(seed)) return(invisible())
-  scvi <- .py_module("scvi")
-  reticulate::py_set_attr(scvi$settings, "seed", as.integer(seed))
+  .py_call(.py_module("regularizedvi")$set_seed(as.integer(seed)), "Setting the seed failed")
   invisible()
 }
 
-.new_model <- function(py, adata, cells, genes, setup_args) {
-  structure(list(py = py, adata = adata, cells = cells, genes = genes, setup_args = setup_args),
-            class = "regularizedviModel")
+# The R handle of a Python model. `cache`: an environment (shared by every copy of the
+# handle, e.g. the one in a reduction's misc) holding results that are slow to compute
+# (the modality attribution); emptied when the model is trained again.
+.new_model <- function(py, adata, cells, genes, setup_args, class = "regularizedviModel", ...) {
+  structure(list(py = py, adata = adata, cells = cells, genes = genes, setup_args = setup_args, ...,
+                 cache = new.env(parent = emptyenv())),
+            class = class)
 }
 
 #' Set up a regularizedvi model on a Seurat or SingleCellExperiment object
@@ -95,7 +99,9 @@
 #' @param features Genes to use (default all; every gene needs some counts).
 #' @param n.hidden,n.latent,n.layers,dropout.rate Network size: hidden width
 #'   (128), latent dimensions (10), hidden layers (1): whole numbers >= 1;
-#'   dropout (0.1) in \[0, 1).
+#'   dropout rate (0.1) in \[0, 1), applied during training to the input of
+#'   each encoder layer (latent and library-size encoders); the decoder uses
+#'   no dropout.
 #' @param seed Random seed set in scvi-tools before the weights are initialised
 #'   (a whole number >= 0; `NULL`: leave it).
 #'
@@ -183,6 +189,7 @@ trainRegularizedVI <- function(model, max.epochs = NULL, accelerator = "auto", d
                           devices = args$devices, batch_size = args$batch.size,
                           enable_progress_bar = progress, ...),
            "Training failed")
+  if (is.environment(model$cache)) rm(list = ls(model$cache, all.names = TRUE), envir = model$cache)
   invisible(model)
 }
 
@@ -201,12 +208,16 @@ trainRegularizedVI <- function(model, max.epochs = NULL, accelerator = "auto", d
 
 #' Latent representation of the cells
 #'
-#' @param model A trained `regularizedviModel`.
+#' @param model A trained `regularizedviModel` (or multimodal model).
+#' @param modality Multimodal model: `NULL` (default) for the joint latent, or
+#'   a modality for its own latent (its slice of the concatenation, or its
+#'   posterior before mixing with `latent.mode = "weighted_mean"`).
 #' @return A cells x latent-dimensions matrix with cell names as row names.
 #' @export
-getLatent <- function(model) {
+getLatent <- function(model, modality = NULL) {
   .check_model(model)
-  latent <- reticulate::py_to_r(.py_call(model$py$get_latent_representation(),
+  mod <- if (is.null(modality)) list(py = NULL) else .modality_of(model, modality)
+  latent <- reticulate::py_to_r(.py_call(model$py$get_latent_representation(modality = mod$py),
                                          "Computing the latent representation failed"))
   latent <- as.matrix(latent)
   dimnames(latent) <- list(model$cells, paste0("rvi_", seq_len(ncol(latent))))

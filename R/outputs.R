@@ -1,41 +1,69 @@
-# Model outputs back in R: normalized expression, ambient profile, corrected counts.
+# Model outputs back in R: normalized expression (matrix, Seurat assay, SCE assay) and the
+# ambient profile, for any modality of either model class.
+
+# The modality an output is asked for: `py` is what Python gets (NULL: the model's only
+# or first one), `features` its feature names, `mod_key` the MuData modality (the Seurat
+# assay / SCE experiment it came from; NULL for a single-modality model).
+.modality_of <- function(model, modality) {
+  if (inherits(model, "regularizedviMultimodalModel")) {
+    if (is.null(modality)) modality <- model$modalities[1]
+    if (!is.character(modality) || length(modality) != 1 || !modality %in% model$modalities) {
+      stop("`modality` must be one of the model's modalities (", paste(model$modalities, collapse = ", "),
+           "), not ", deparse(modality)[1], ".", call. = FALSE)
+    }
+    return(list(py = modality, name = modality, features = model$features[[modality]],
+                mod_key = model$mod_keys[[modality]]))
+  }
+  if (!is.null(modality)) {
+    stop("modality = ", deparse(modality)[1], " was given, but this is a single-modality model ",
+         "(its genes only): `modality` applies to multimodal models (RunRegularizedMultimodalVI()).",
+         call. = FALSE)
+  }
+  list(py = NULL, name = NULL, features = model$genes, mod_key = NULL)
+}
+
+# "genes", or "features of modality 'ADT'", for messages.
+.features_word <- function(mod) {
+  if (is.null(mod$name)) "genes" else paste0("features of modality '", mod$name, "'")
+}
 
 #' Normalized (denoised) expression
 #'
-#' The decoder's biological signal per cell, normalized over all genes, with
-#' the ambient background and technical scaling left out; each cell sums to
-#' `library.size`.
+#' The decoder's biological signal per cell, normalized over all of the
+#' modality's features, with the ambient background and technical scaling
+#' left out; each cell sums to `library.size`.
 #'
-#' @param model A trained `regularizedviModel`, or an object holding one (see
-#'   [getRegularizedVIModel()]).
+#' @param model A trained `regularizedviModel` (or multimodal model), or an
+#'   object holding one (see [getRegularizedVIModel()]).
 #' @param library.size What each cell sums to (default 1; 1e4 gives
 #'   counts-per-10k-like values).
 #' @param name Name under which the model is stored in `model` when it is an
 #'   object.
 #' @param features Genes (features) to return, in this order (default: all of
-#'   the model's); the values are still normalized over all genes.
+#'   the modality's); the values are still normalized over all of them.
+#' @param modality Multimodal model: the modality (e.g. `"ADT"`; default the
+#'   first, usually RNA). Must be `NULL` for a single-modality model.
 #' @param ... Further arguments of the Python `get_normalized_expression()`
-#'   (e.g. `n_samples = 10L`; `modality = "ADT"` for a multimodal model).
-#' @return A dense genes x cells matrix with dimnames (the mean over
+#'   (e.g. `n_samples = 10L`, `transform_batch = "sample1"`).
+#' @return A dense features x cells matrix with dimnames (the mean over
 #'   `n_samples` posterior draws).
 #' @export
 getNormalizedExpression <- function(model, library.size = 1, name = "regularizedvi",
-                                    features = NULL, ...) {
+                                    features = NULL, modality = NULL, ...) {
   model <- getRegularizedVIModel(model, name)
+  mod <- .modality_of(model, modality)
   if (!is.numeric(library.size) || length(library.size) != 1 || !is.finite(library.size) ||
       library.size <= 0) {
     stop("`library.size` must be one positive number, not ", deparse(library.size)[1], ".",
          call. = FALSE)
   }
-  args <- list(library_size = as.numeric(library.size), return_numpy = FALSE, return_mean = TRUE, ...)
+  args <- list(library_size = as.numeric(library.size), return_numpy = FALSE, return_mean = TRUE,
+               modality = mod$py, ...)
   if (!is.null(features)) {
-    multimodal <- inherits(model, "regularizedviMultimodalModel")
-    modality <- if (is.null(args$modality)) model$modalities[1] else args$modality
-    known <- if (multimodal) model$features[[modality]] else model$genes
     features <- unique(as.character(features))
-    missing <- setdiff(features, known)
+    missing <- setdiff(features, mod$features)
     if (length(missing) || !length(features)) {
-      stop(length(missing), " of `features` are not the model's genes (e.g. ",
+      stop(length(missing), " of `features` are not the model's ", .features_word(mod), " (e.g. ",
            paste(utils::head(missing, 5), collapse = ", "), ").", call. = FALSE)
     }
     args$gene_list <- reticulate::r_to_py(as.list(features))
@@ -43,8 +71,7 @@ getNormalizedExpression <- function(model, library.size = 1, name = "regularized
   df <- .py_call(do.call(model$py$get_normalized_expression, args),
                  "Computing the normalized expression failed")
   values <- t(reticulate::py_to_r(df$to_numpy(dtype = "float64")))
-  dimnames(values) <- list(as.character(reticulate::py_to_r(df$columns$astype("str")$tolist())),
-                           as.character(reticulate::py_to_r(df$index$astype("str")$tolist())))
+  dimnames(values) <- list(.py_names(df$columns), .py_names(df$index))
   if (!is.null(features)) values <- values[features, , drop = FALSE]
   values
 }
@@ -54,47 +81,42 @@ getNormalizedExpression <- function(model, library.size = 1, name = "regularized
 #' @inheritParams getNormalizedExpression
 #' @param normalize Each column sums to 1 (default `TRUE`); `FALSE` gives the
 #'   per-cell fractions of the library.
-#' @return A data.frame, genes (row names) x ambient categories (columns).
+#' @return A data.frame, features (row names) x ambient categories (columns).
+#'   A modality without additive background is an error.
 #' @export
-getAmbientProfile <- function(model, normalize = TRUE, name = "regularizedvi") {
+getAmbientProfile <- function(model, normalize = TRUE, name = "regularizedvi", modality = NULL) {
   model <- getRegularizedVIModel(model, name)
-  df <- .py_call(model$py$get_ambient_profile(normalize = normalize),
+  mod <- .modality_of(model, modality)
+  df <- .py_call(model$py$get_ambient_profile(normalize = normalize, modality = mod$py),
                  "Reading the ambient profile failed")
-  values <- reticulate::py_to_r(df$to_numpy())
-  columns <- as.character(reticulate::py_to_r(df$columns$astype("str")$tolist()))
-  out <- as.data.frame(matrix(values, nrow = length(model$genes)), stringsAsFactors = FALSE)
-  names(out) <- columns
-  rownames(out) <- model$genes
+  values <- reticulate::py_to_r(df$to_numpy(dtype = "float64"))
+  out <- as.data.frame(matrix(as.double(values), nrow = length(mod$features)), stringsAsFactors = FALSE)
+  names(out) <- .py_names(df$columns)
+  rownames(out) <- .py_names(df$index)
   out
 }
 
-#' Counts with the ambient share removed
-#'
-#' Observed counts times the expected share of the cell's own signal,
-#' `x * rho / (rho + s)`; zeros stay zeros. Returned sparse without densifying.
-#'
-#' @inheritParams getNormalizedExpression
-#' @return A genes x cells `dgCMatrix`.
-#' @export
-getAmbientCorrectedCounts <- function(model, name = "regularizedvi") {
-  model <- getRegularizedVIModel(model, name)
-  csr <- .py_call(model$py$get_ambient_corrected_counts(),
-                  "Computing the ambient-corrected counts failed")
-  .csr_to_dgc(csr, model$genes, model$cells)
-}
+# A pandas Index as R character.
+.py_names <- function(index) as.character(reticulate::py_to_r(index$astype("str")$tolist()))
 
-# A cells x genes scipy CSR is a genes x cells CSC: read its arrays into a dgCMatrix.
-.csr_to_dgc <- function(csr, genes, cells) {
-  csr <- csr$tocsr()
-  csr$sort_indices()
-  np <- .py_module("numpy")
-  m <- methods::new("dgCMatrix",
-                    i = as.integer(reticulate::py_to_r(np$asarray(csr$indices, dtype = "int32"))),
-                    p = as.integer(reticulate::py_to_r(np$asarray(csr$indptr, dtype = "int32"))),
-                    x = as.double(reticulate::py_to_r(np$asarray(csr$data, dtype = "float64"))),
-                    Dim = c(length(genes), length(cells)))
-  m@Dimnames <- list(genes, cells)
-  m
+# A pandas DataFrame as an R data.frame, column by column (reticulate's own conversion of a
+# DataFrame calls pandas' deprecated Index.format and prints a FutureWarning).
+.py_frame_to_r <- function(df) {
+  names <- .py_names(df$columns)
+  columns <- lapply(names, function(col) {
+    column <- reticulate::py_get_item(df, col)
+    kind <- reticulate::py_to_r(column$dtype$kind)
+    if (identical(kind, "b")) return(as.logical(reticulate::py_to_r(column$to_numpy(dtype = "bool"))))
+    if (kind %in% c("f", "i", "u")) {
+      values <- as.double(reticulate::py_to_r(column$to_numpy(dtype = "float64")))
+      if (kind != "f" && all(abs(values) <= .Machine$integer.max)) values <- as.integer(values)
+      return(values)
+    }
+    as.character(reticulate::py_to_r(column$astype("str")$tolist()))
+  })
+  out <- as.data.frame(stats::setNames(columns, names), stringsAsFactors = FALSE, check.names = FALSE)
+  rownames(out) <- .py_names(df$index)
+  out
 }
 
 #' Add regularizedvi normalized expression as a Seurat assay
@@ -117,25 +139,29 @@ getAmbientCorrectedCounts <- function(model, name = "regularizedvi") {
 #' @param max.values Refuse to store more than this many values (genes x
 #'   cells; default 2e8, i.e. 1.6 GB of doubles): pass fewer `features` or
 #'   raise it.
+#' @param modality Multimodal model: the modality to store (default the
+#'   first); the variable features of its assay are the default `features`.
 #' @param ... Passed to [getNormalizedExpression()] (e.g. `n_samples = 10L`).
 #' @return The Seurat object with the new assay (the default assay unchanged;
 #'   the cells of the model only) and a command log entry.
 #' @export
 AddNormalizedExpression <- function(object, new.assay = "RVI", reduction = "regularizedvi",
-                                    library.size = 1e4, features = NULL, max.values = 2e8, ...) {
+                                    library.size = 1e4, features = NULL, max.values = 2e8,
+                                    modality = NULL, ...) {
   model <- getRegularizedVIModel(object, reduction)
-  assay <- SeuratObject::DefaultAssay(object[[reduction]])
+  mod <- .modality_of(model, modality)
+  assay <- if (is.null(mod$mod_key)) SeuratObject::DefaultAssay(object[[reduction]]) else mod$mod_key
   if (is.null(features)) {
     variable <- if (assay %in% SeuratObject::Assays(object)) {
       SeuratObject::VariableFeatures(object, assay = assay)
     }
-    features <- intersect(variable, model$genes)
+    features <- intersect(variable, mod$features)
     if (length(features)) {
       message("Storing the normalized expression of the ", length(features), " variable features ",
-              "of assay '", assay, "' (of the model's ", length(model$genes), " genes); ",
-              "pass `features` to choose others.")
+              "of assay '", assay, "' (of the model's ", length(mod$features), " ", .features_word(mod),
+              "); pass `features` to choose others.")
     } else {
-      features <- model$genes
+      features <- mod$features
     }
   }
   cells <- colnames(object)[colnames(object) %in% model$cells]
@@ -146,7 +172,8 @@ AddNormalizedExpression <- function(object, new.assay = "RVI", reduction = "regu
          call. = FALSE)
   }
   .check_dense_size(length(unique(features)), length(cells), max.values)
-  values <- getNormalizedExpression(model, library.size = library.size, features = features, ...)
+  values <- getNormalizedExpression(model, library.size = library.size, features = features,
+                                    modality = modality, ...)
   values <- values[, cells, drop = FALSE]
   assay_obj <- .dense_data_assay(values)
   # A key of its own, so that it never collides with the reduction's "rvi_".
@@ -188,10 +215,14 @@ AddNormalizedExpression <- function(object, new.assay = "RVI", reduction = "regu
 
 #' Add regularizedvi normalized expression as a SingleCellExperiment assay
 #'
-#' @param x A `SingleCellExperiment` after [runRegularizedVI()].
+#' @param x A `SingleCellExperiment` after [runRegularizedVI()] or
+#'   [runRegularizedMultimodalVI()].
 #' @param assay.name Name of the new assay (default
 #'   `"regularizedvi_normalized"`).
 #' @param name reducedDim name under which the model is stored.
+#' @param modality Multimodal model: the modality (default the first). The
+#'   assay goes to the experiment the modality came from: the main experiment,
+#'   or the altExp of that name (e.g. `altExp(x, "ADT")`).
 #' @inheritParams AddNormalizedExpression
 #' @rdname addNormalizedExpression-sce
 #' @return The SingleCellExperiment with the new assay. Only the model's genes
@@ -199,71 +230,34 @@ AddNormalizedExpression <- function(object, new.assay = "RVI", reduction = "regu
 #' @export
 addNormalizedExpression <- function(x, assay.name = "regularizedvi_normalized",
                                     name = "regularizedvi", library.size = 1e4, max.values = 2e8,
-                                    ...) {
-  .check_dense_size(nrow(x), ncol(x), max.values)
-  values <- getNormalizedExpression(x, library.size = library.size, name = name, ...)
-  full <- matrix(NA_real_, nrow(x), ncol(x), dimnames = dimnames(x))
+                                    modality = NULL, ...) {
+  model <- getRegularizedVIModel(x, name)
+  mod <- .modality_of(model, modality)
+  target <- .sce_experiment(x, mod)
+  .check_dense_size(nrow(target), ncol(target), max.values)
+  values <- getNormalizedExpression(model, library.size = library.size, modality = modality, ...)
+  full <- matrix(NA_real_, nrow(target), ncol(target), dimnames = dimnames(target))
   full[rownames(values), colnames(values)] <- values
-  SummarizedExperiment::assay(x, assay.name, withDimnames = FALSE) <- full
+  .sce_set_assay(x, mod, assay.name, full)
+}
+
+# The experiment of an SCE a modality came from: the altExp of its name, or the main one.
+.sce_experiment <- function(x, mod) {
+  if (.in_altexp(x, mod)) return(SingleCellExperiment::altExp(x, mod$mod_key))
   x
 }
 
-#' Differential expression between two sets of cells
-#'
-#' scvi-tools' Bayesian test on the model's normalized expression (background
-#' and technical scaling left out). `mode = "change"` (default) gives the
-#' probability that the log fold change exceeds `delta` in absolute value
-#' (`proba_de`), `"vanilla"` compares the two groups' means.
-#'
-#' @inheritParams getNormalizedExpression
-#' @param cells.1 Cell names of the first group (e.g. `WhichCells(object,
-#'   idents = "B")`), or a logical vector over the model's cells.
-#' @param cells.2 Cell names (or logical) of the second group; `NULL` (default)
-#'   takes all other cells.
-#' @param mode `"change"` or `"vanilla"`.
-#' @param delta The smallest absolute log fold change that counts as a change
-#'   (mode `"change"`; default 0.25).
-#' @param ... Further arguments of the Python `differential_expression()`
-#'   (e.g. `n_samples = 500L`, `fdr_target = 0.05`).
-#' @return A data.frame with one row per gene (gene names as row names), in
-#'   scvi-tools' order and columns (`proba_de`, `bayes_factor`, `lfc_mean`,
-#'   `lfc_median`, ..., `is_de_fdr_*` in mode `"change"`); `lfc_mean > 0` means
-#'   higher in `cells.1`.
-#' @export
-regularizedviDE <- function(model, cells.1, cells.2 = NULL, mode = c("change", "vanilla"),
-                            delta = 0.25, name = "regularizedvi", ...) {
-  model <- getRegularizedVIModel(model, name)
-  mode <- match.arg(mode)
-  idx1 <- .cell_positions(cells.1, model$cells, "cells.1")
-  idx2 <- if (is.null(cells.2)) setdiff(seq_along(model$cells), idx1) else
-    .cell_positions(cells.2, model$cells, "cells.2")
-  if (!length(idx2)) stop("cells.2 is empty: there are no other cells to compare with.", call. = FALSE)
-  np <- reticulate::import("numpy", convert = FALSE)
-  df <- .py_call(model$py$differential_expression(idx1 = np$array(as.integer(idx1 - 1L)),
-                                                  idx2 = np$array(as.integer(idx2 - 1L)),
-                                                  mode = mode, delta = as.numeric(delta), ...),
-                 "Differential expression failed")
-  genes <- as.character(reticulate::py_to_r(df$index$astype("str")$tolist()))
-  out <- reticulate::py_to_r(df$reset_index(drop = TRUE))
-  out <- as.data.frame(out, stringsAsFactors = FALSE)
-  rownames(out) <- genes
-  out
+.in_altexp <- function(x, mod) {
+  !is.null(mod$mod_key) && mod$mod_key %in% SingleCellExperiment::altExpNames(x)
 }
 
-.cell_positions <- function(cells, all, what) {
-  if (is.logical(cells)) {
-    if (length(cells) != length(all)) {
-      stop(what, " is a logical vector of length ", length(cells), "; it must have one value per cell (",
-           length(all), ").", call. = FALSE)
-    }
-    cells <- all[!is.na(cells) & cells]
+.sce_set_assay <- function(x, mod, assay.name, value) {
+  if (!.in_altexp(x, mod)) {
+    SummarizedExperiment::assay(x, assay.name, withDimnames = FALSE) <- value
+    return(x)
   }
-  cells <- as.character(cells)
-  pos <- match(cells, all)
-  if (anyNA(pos)) {
-    stop(what, " has ", sum(is.na(pos)), " name(s) not among the model's cells, e.g. '",
-         cells[is.na(pos)][1], "'.", call. = FALSE)
-  }
-  if (!length(pos)) stop(what, " is empty.", call. = FALSE)
-  unique(pos)
+  alt <- SingleCellExperiment::altExp(x, mod$mod_key)
+  SummarizedExperiment::assay(alt, assay.name, withDimnames = FALSE) <- value
+  SingleCellExperiment::altExp(x, mod$mod_key) <- alt
+  x
 }

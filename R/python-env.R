@@ -247,3 +247,15 @@ regularizedvi_available <- function(initialize = TRUE) {
     stop(what, ": ", .short_py_message(e), call. = FALSE)
   })
 }
+
+# scvi-tools logs "Input AnnData not setup with scvi-tools. attempting to transfer AnnData
+# setup" (INFO) whenever a model meets data other than its own: expected where this package
+# does it (label transfer embeds the reference data), so hidden for that call only.
+.without_scvi_info <- function(expr) {
+  logging <- .py_module("logging")
+  logger <- logging$getLogger("scvi")
+  level <- logger$level
+  logger$setLevel(logging$WARNING)
+  on.exit(logger$setLevel(level), add = TRUE)
+  expr
+}

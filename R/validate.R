@@ -103,3 +103,14 @@
   }
   c(args, list(devices = devices))
 }
+
+# A column-name argument: one string (NULL: no column, where `null` allows it; "" where
+# `empty` allows it, e.g. a prefix).
+.check_column_name <- function(value, what, null = TRUE, empty = FALSE) {
+  if (is.null(value) && null) return(invisible(NULL))
+  if (!is.character(value) || length(value) != 1 || is.na(value) || (!empty && !nzchar(value))) {
+    stop("`", what, "` must be one ", if (empty) "string" else "non-empty name",
+         if (null) " (or NULL for none)" else "", ", not ", deparse(value)[1], ".", call. = FALSE)
+  }
+  invisible(value)
+}

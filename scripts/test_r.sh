@@ -58,7 +58,7 @@ run_stack() {
     cat(sprintf("tests: %d expectations, %d failed, %d errors, %d skipped\n",
                 sum(df$nb), sum(df$failed), sum(df$error), sum(df$skipped)))
     if (any(df$failed > 0) || any(df$error)) quit(status = 1)
-  ' 2>&1 | tee "$out/testthat.log" | grep -v -e "^Seed set to" -e "^$"
+  ' 2>&1 | tee "$out/testthat.log" | grep -v -e "^$"
   local rc=${PIPESTATUS[0]}
   set -e
   [ "$rc" -eq 0 ] || { echo "test_r.sh: testthat failed on the $name stack ($out/testthat.log)" >&2; exit 1; }

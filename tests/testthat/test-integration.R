@@ -81,11 +81,19 @@ test_that("the integration method takes metadata covariates, layer choices and g
                    tiny_integration))
   g1 <- colnames(obj)[obj$groups == "g1"]
   expect_identical(rownames(SeuratObject::Embeddings(one, "integrated.rvi")), g1)
+  # the contamination column: the integrated cells' values, by name; NA for the others
+  contamination <- one$regularizedvi_contamination
+  expect_identical(names(contamination), colnames(obj))
+  expect_true(all(is.na(contamination[!colnames(obj) %in% g1])))
+  direct <- getContaminationFraction(one, name = "integrated.rvi")
+  expect_identical(unname(contamination[g1]), unname(direct[g1]))
+  expect_true(all(direct >= 0 & direct <= 1))
   # groups (as in ?writing-integration) replace the layers
   groups <- data.frame(group = obj$letters, row.names = colnames(obj))
   grouped <- do.call(RegularizedVIIntegration, c(list(obj[["RNA"]], assay = "RNA", groups = groups,
                                                       verbose = FALSE), tiny_integration))
-  expect_identical(names(grouped), "integrated.rvi")
+  expect_identical(names(grouped), c("integrated.rvi", "regularizedvi_contamination"))
+  expect_identical(rownames(grouped$regularizedvi_contamination), colnames(obj))
   model <- SeuratObject::Misc(grouped[[1]], slot = "model")
   expect_identical(names(getAmbientProfile(model)), sort(levels(obj$letters)))
 })

@@ -52,18 +52,6 @@ test_that("the ambient profile is a genes x categories data.frame of profiles", 
   expect_equal(unname(colSums(profile)), c(1, 1), tolerance = 1e-5)
 })
 
-test_that("ambient-corrected counts are sparse, same pattern, never above the counts", {
-  skip_if_no_regularizedvi()
-  obj <- fit_small()
-  corrected <- getAmbientCorrectedCounts(obj)
-  counts <- layer_data(obj, "counts")
-  expect_s4_class(corrected, "dgCMatrix")
-  expect_identical(dimnames(corrected), dimnames(counts))
-  expect_true(all(corrected[counts == 0] == 0))
-  expect_true(all(as.matrix(corrected) <= as.matrix(counts) + 1e-4))
-  expect_gt(sum(corrected), 0.5 * sum(counts))
-})
-
 test_that("SCE normalized expression becomes an assay", {
   skip_if_no_regularizedvi()
   sce <- synthetic_sce()
