@@ -48,13 +48,9 @@ RunRegularizedVI <- function(object, batch = NULL, ambient = NULL, nn.conditioni
                              contamination.column = "regularizedvi_contamination",
                              max.epochs = NULL, accelerator = "auto", devices = "auto",
                              batch.size = 128, progress = TRUE, seed = 0) {
-  if (!inherits(object, "Seurat")) {
-    stop("RunRegularizedVI() needs a Seurat object; for a SingleCellExperiment use runRegularizedVI().",
-         call. = FALSE)
-  }
-  .check_train_args(max.epochs = max.epochs, batch.size = batch.size, accelerator = accelerator,
-                    devices = devices, progress = progress, seed = seed)
-  .check_column_name(contamination.column, "contamination.column")
+  .check_run(object, "RunRegularizedVI", "runRegularizedVI", contamination.column,
+             max.epochs = max.epochs, batch.size = batch.size, accelerator = accelerator,
+             devices = devices, progress = progress, seed = seed)
   model <- regularizedviModel(object, batch = batch, ambient = ambient,
                               nn.conditioning = nn.conditioning, ..., assay = assay, layer = layer,
                               seed = seed)
@@ -122,13 +118,9 @@ runRegularizedVI <- function(x, batch = NULL, ambient = NULL, nn.conditioning = 
                              contamination.column = "regularizedvi_contamination",
                              max.epochs = NULL, accelerator = "auto", devices = "auto",
                              batch.size = 128, progress = TRUE, seed = 0) {
-  if (!inherits(x, "SingleCellExperiment")) {
-    stop("runRegularizedVI() needs a SingleCellExperiment; for a Seurat object use RunRegularizedVI().",
-         call. = FALSE)
-  }
-  .check_train_args(max.epochs = max.epochs, batch.size = batch.size, accelerator = accelerator,
-                    devices = devices, progress = progress, seed = seed)
-  .check_column_name(contamination.column, "contamination.column")
+  .check_run(x, "runRegularizedVI", "RunRegularizedVI", contamination.column,
+             max.epochs = max.epochs, batch.size = batch.size, accelerator = accelerator,
+             devices = devices, progress = progress, seed = seed)
   model <- regularizedviModel(x, batch = batch, ambient = ambient,
                               nn.conditioning = nn.conditioning, ..., assay.type = assay.type,
                               seed = seed)

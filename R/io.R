@@ -14,7 +14,8 @@
 #' @param overwrite Replace a non-empty folder (default `FALSE`).
 #' @param name Reduction / reducedDim name under which the model is stored.
 #' @return `SaveRegularizedVI()`: `dir`, invisibly. `LoadRegularizedVI()`: a
-#'   `regularizedviModel`.
+#'   `regularizedviModel` (a `regularizedviMultimodalModel` for a multimodal
+#'   model).
 #' @export
 SaveRegularizedVI <- function(object, dir, overwrite = FALSE, name = "regularizedvi") {
   model <- getRegularizedVIModel(object, name)
@@ -50,7 +51,8 @@ LoadRegularizedVI <- function(dir, object, assay = NULL, layer = "counts", assay
 
 # The R handle of a Python model of the class the description names.
 .model_handle <- function(py, data, description) {
-  if (.is_multimodal_description(description)) .multimodal_model_from_py(py, data) else .model_from_py(py, data)
+  if (.is_multimodal_description(description)) return(.multimodal_model_from_py(py, data))
+  .model_from_py(py, data)
 }
 
 .is_multimodal_description <- function(description) {

@@ -45,13 +45,9 @@ RunRegularizedMultimodalVI <- function(object, assays = c("RNA", "ADT"), batch =
                                        contamination.column = "regularizedvi_contamination",
                                        max.epochs = NULL, accelerator = "auto", devices = "auto",
                                        batch.size = 128, progress = TRUE, seed = 0) {
-  if (!inherits(object, "Seurat")) {
-    stop("RunRegularizedMultimodalVI() needs a Seurat object; for a SingleCellExperiment use ",
-         "runRegularizedMultimodalVI().", call. = FALSE)
-  }
-  .check_train_args(max.epochs = max.epochs, batch.size = batch.size, accelerator = accelerator,
-                    devices = devices, progress = progress, seed = seed)
-  .check_column_name(contamination.column, "contamination.column")
+  .check_run(object, "RunRegularizedMultimodalVI", "runRegularizedMultimodalVI", contamination.column,
+             max.epochs = max.epochs, batch.size = batch.size, accelerator = accelerator,
+             devices = devices, progress = progress, seed = seed)
   model <- regularizedviMultimodalModel(object, assays = assays, batch = batch, ...,
                                         layer = layer, latent.mode = latent.mode, seed = seed)
   trainRegularizedVI(model, max.epochs = max.epochs, accelerator = accelerator, devices = devices,
@@ -96,13 +92,9 @@ runRegularizedMultimodalVI <- function(x, altexps = NULL, batch = NULL, ...,
                                        contamination.column = "regularizedvi_contamination",
                                        max.epochs = NULL, accelerator = "auto", devices = "auto",
                                        batch.size = 128, progress = TRUE, seed = 0) {
-  if (!inherits(x, "SingleCellExperiment")) {
-    stop("runRegularizedMultimodalVI() needs a SingleCellExperiment; for a Seurat object use ",
-         "RunRegularizedMultimodalVI().", call. = FALSE)
-  }
-  .check_train_args(max.epochs = max.epochs, batch.size = batch.size, accelerator = accelerator,
-                    devices = devices, progress = progress, seed = seed)
-  .check_column_name(contamination.column, "contamination.column")
+  .check_run(x, "runRegularizedMultimodalVI", "RunRegularizedMultimodalVI", contamination.column,
+             max.epochs = max.epochs, batch.size = batch.size, accelerator = accelerator,
+             devices = devices, progress = progress, seed = seed)
   model <- regularizedviMultimodalModel(x, altexps = altexps, batch = batch, ...,
                                         main.name = main.name, assay.type = assay.type,
                                         latent.mode = latent.mode, seed = seed)

@@ -47,6 +47,9 @@
 #'   `"predicted_"`).
 #' @param contamination.column Name of the per-cell contamination column, see
 #'   [RunRegularizedVI()] (`NULL`: none).
+#' @param assay,layer Seurat assay and layer with raw counts (default `"RNA"`,
+#'   `"counts"`), for the query and `reference.object`. A multimodal reference
+#'   uses the assays named like its saved modalities instead of `assay`.
 #' @param accelerator,devices,batch.size,progress Training options, see
 #'   [trainRegularizedVI()].
 #' @inheritParams RunRegularizedVI
@@ -72,13 +75,9 @@ MapRegularizedVIQuery <- function(query, reference, max.epochs = NULL, freeze = 
                                   contamination.column = "regularizedvi_contamination",
                                   accelerator = "auto", devices = "auto", batch.size = 128,
                                   progress = TRUE, seed = 0) {
-  if (!inherits(query, "Seurat")) {
-    stop("MapRegularizedVIQuery() needs a Seurat object; for a SingleCellExperiment use ",
-         "mapRegularizedVIQuery().", call. = FALSE)
-  }
-  .check_train_args(max.epochs = max.epochs, batch.size = batch.size, accelerator = accelerator,
-                    devices = devices, progress = progress, seed = seed)
-  .check_column_name(contamination.column, "contamination.column")
+  .check_run(query, "MapRegularizedVIQuery", "mapRegularizedVIQuery", contamination.column,
+             max.epochs = max.epochs, batch.size = batch.size, accelerator = accelerator,
+             devices = devices, progress = progress, seed = seed)
   options <- .check_transfer(transfer, reference.object, "Seurat", transfer.options, transfer.prefix)
   description <- .reference_description(reference)
   model <- .query_model(query, reference, description, freeze, seed, assay = assay, layer = layer)
@@ -104,13 +103,9 @@ mapRegularizedVIQuery <- function(query, reference, max.epochs = NULL, freeze = 
                                   contamination.column = "regularizedvi_contamination",
                                   main.name = NULL, accelerator = "auto", devices = "auto",
                                   batch.size = 128, progress = TRUE, seed = 0) {
-  if (!inherits(query, "SingleCellExperiment")) {
-    stop("mapRegularizedVIQuery() needs a SingleCellExperiment; for a Seurat object use ",
-         "MapRegularizedVIQuery().", call. = FALSE)
-  }
-  .check_train_args(max.epochs = max.epochs, batch.size = batch.size, accelerator = accelerator,
-                    devices = devices, progress = progress, seed = seed)
-  .check_column_name(contamination.column, "contamination.column")
+  .check_run(query, "mapRegularizedVIQuery", "MapRegularizedVIQuery", contamination.column,
+             max.epochs = max.epochs, batch.size = batch.size, accelerator = accelerator,
+             devices = devices, progress = progress, seed = seed)
   options <- .check_transfer(transfer, reference.object, "SingleCellExperiment", transfer.options,
                              transfer.prefix)
   description <- .reference_description(reference)

@@ -114,3 +114,17 @@
   }
   invisible(value)
 }
+
+# What every run function checks first: the object's class (naming the function for the
+# other class), the training options and the contamination column's name.
+.check_run <- function(object, fun, other, contamination.column, ...) {
+  seurat <- startsWith(fun, toupper(substr(fun, 1, 1)))
+  if (seurat && !inherits(object, "Seurat")) {
+    stop(fun, "() needs a Seurat object; for a SingleCellExperiment use ", other, "().", call. = FALSE)
+  }
+  if (!seurat && !inherits(object, "SingleCellExperiment")) {
+    stop(fun, "() needs a SingleCellExperiment; for a Seurat object use ", other, "().", call. = FALSE)
+  }
+  .check_train_args(...)
+  .check_column_name(contamination.column, "contamination.column")
+}
