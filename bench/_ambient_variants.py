@@ -21,6 +21,9 @@ tokens applied to the documented model (``AmbientRegularizedSCVI``, ``batch_key=
              profile): the soup is what the group's cells release; only a_e is learned
   l1n<K>     penalty K x sum_g l_n rho_ng per cell: K nats per count explained as native
              rather than ambient (scales with depth, unlike l1x)
+  l1s<K>     penalty K x sqrt(l_n) x sum_g rho_ng per cell: the native share's penalty grows
+             with the square root of depth, as the precision of a cell's floor does
+  l1p<A>     penalty A x l_n^0.75 x sum_g rho_ng per cell (between l1s and l1n)
   dev<T>     with tied / empty: shape q_e exp(delta_eg), delta ~ Normal(0, T^2) (a global
              prior): the shape may depart from the mean / empty profile where the data say so
   cleanenc   the z encoder sees the counts less the current expected background
@@ -54,6 +57,8 @@ class Spec:
     l1: float = 0.0
     native: bool = False
     l1n: float = 0.0
+    l1s: float = 0.0
+    l1p: float = 0.0
     dev: float = 0.0
     cleanenc: bool = False
     percell: bool = False
@@ -109,9 +114,9 @@ class Spec:
             _make_cleanenc(model)
         if self.percell:
             _make_percell(model)
-        if self.l1 or self.l1n:
+        if self.l1 or self.l1n or self.l1s or self.l1p:
             module = model.module
-            weight, per_count = self.l1, self.l1n
+            weight, per_count, per_root, per_power = self.l1, self.l1n, self.l1s, self.l1p
             orig_loss = module.loss
 
             def loss(self_, tensors, inference_outputs, generative_outputs, kl_weight: float = 1.0,
@@ -119,7 +124,8 @@ class Spec:
                 out = orig_loss(tensors, inference_outputs, generative_outputs, kl_weight=kl_weight, n_obs=n_obs)
                 rho_total = generative_outputs["rho"].sum(-1)
                 library = torch.exp(inference_outputs["log_library"]).squeeze(-1)
-                out.loss = out.loss + (weight * rho_total + per_count * library * rho_total).mean()
+                out.loss = out.loss + ((weight + per_count * library + per_root * library.sqrt()
+                                        + per_power * library ** 0.75) * rho_total).mean()
                 return out
 
             module.loss = types.MethodType(loss, module)
@@ -275,6 +281,10 @@ def build(variant: str) -> Spec:
             spec.l1 = float(m.group(1))
         elif m := re.fullmatch(r"l1n(\d+(?:\.\d+)?)", token):
             spec.l1n = float(m.group(1))
+        elif m := re.fullmatch(r"l1s(\d+(?:\.\d+)?)", token):
+            spec.l1s = float(m.group(1))
+        elif m := re.fullmatch(r"l1p(\d+(?:\.\d+)?)", token):
+            spec.l1p = float(m.group(1))
         elif m := re.fullmatch(r"dev(\d+(?:\.\d+)?)", token):
             spec.dev = float(m.group(1))
         elif token == "tied":

@@ -61,7 +61,7 @@ def test_registered_group_counts(simulated):
     )
     model = rv.AmbientRegularizedSCVI(adata, n_hidden=16, n_latent=4)
     obs = model.module.observation
-    assert obs.background_log.shape == (3 + 2, adata.n_vars)
+    assert obs.background_table().shape == (3 + 2, adata.n_vars) and obs.background_log.shape == (3 + 2, 1)
     assert obs.log_theta_mu.shape == (adata.n_vars, 2)
     assert obs.library_log_means.shape == (3,)
     assert obs.feature_scaling_raw.shape == (3, adata.n_vars)
@@ -74,7 +74,7 @@ def test_no_keys_gives_one_group_per_component(simulated):
     rv.AmbientRegularizedSCVI.setup_anndata(adata)
     model = rv.AmbientRegularizedSCVI(adata, n_hidden=16, n_latent=4)
     obs = model.module.observation
-    assert obs.background_log.shape == (1, adata.n_vars)
+    assert obs.background_table().shape == (1, adata.n_vars)
     assert obs.log_theta_mu.shape == (adata.n_vars, 1)
     assert obs.library_log_means.shape == (1,)
     assert K.AMBIENT not in model.adata_manager.data_registry

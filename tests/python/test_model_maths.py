@@ -52,15 +52,22 @@ def test_dispersion_kl_matches_monte_carlo():
     assert analytic == pytest.approx(mc, abs=0.02)
 
 
-def test_mean_combines_signal_background_and_scaling():
-    obs = _observation()
+@pytest.mark.parametrize("mode", ["profile", "free"])
+def test_mean_combines_signal_background_and_scaling(mode):
+    obs = _observation(ambient_background=mode)
+    profiles = torch.tensor([[0.1, 0.2, 0.3, 0.4], [0.7, 0.1, 0.1, 0.1]])
+    obs.init_background(profiles)
     rho = torch.full((2, 4), 0.1)
     library = torch.tensor([[100.0], [10.0]])
-    codes = torch.tensor([[0], [1]])
-    mu = obs.mean(rho, library, codes, None)
-    s = torch.exp(obs.background_log)
-    expected = library * (rho + s[codes[:, 0]]) * obs.feature_scaling_values()
+    codes = torch.tensor([[1], [0]])
+    scale = torch.tensor([[2.0], [0.5]])
+    mu = obs.mean(rho, library, codes, None, cell_scale=scale)
+    # profile: s_e = a_e q_e with a_e at the initial fraction; free: the start is the same table
+    s = 0.01 * profiles
+    torch.testing.assert_close(obs.background_table(), s)
+    expected = library * (rho + scale * s[codes[:, 0]]) * obs.feature_scaling_values()
     torch.testing.assert_close(mu, expected)
+    assert obs.background_log.shape == ((2, 1) if mode == "profile" else (2, 4))
 
 
 def test_theta_is_sampled_in_training_and_fixed_at_inference():

@@ -10,7 +10,14 @@ from scvi.data.fields import LayerField
 from regularizedvi import _constants as C
 from regularizedvi.data import _keys as K
 from regularizedvi.data import resolve_covariate_design
-from regularizedvi.model._base import RegularizedModelBase, modality_statistics, register_data
+from regularizedvi.model._base import (
+    RegularizedModelBase,
+    ambient_options,
+    ambient_row_names,
+    given_ambient_profile,
+    modality_statistics,
+    register_data,
+)
 from regularizedvi.model._utils import check_rate, check_sizes, n_cats_per_key, positive_int
 from regularizedvi.module import RegularizedVAE
 
@@ -24,13 +31,19 @@ class AmbientRegularizedSCVI(RegularizedModelBase):
     ``mu_ng = l_n (rho_ng + s_{e,g}) y_{t,g}``, ``rho = softplus(decoder(z, c))``.
 
     Units: ``l_n`` is on the scale of the cell's total count (its posterior is centred on
-    the observed total), so ``rho_n + s_e`` is a per-feature fraction of that total. The
-    background therefore starts at ``BACKGROUND_INIT_FRACTION / n_features`` per feature
-    rather than at the spec's ``exp(beta) = 0.01``, which on this scale would start the
-    background at ``0.01 * n_features`` times the library: each ambient category starts at
-    1% (``BACKGROUND_INIT_FRACTION``) of its cells' mean expression profile (the soup is
-    what lysed cells release), and training moves it from there. The decoder starts at
-    the dataset's mean expression profile.
+    the observed total), so ``rho_n + s_e`` is a per-feature fraction of that total.
+
+    Background (``ambient_background="profile"``, the default): ``s_e = c_n a_e q_e``, a
+    fixed profile ``q_e`` per ambient category (its cells' mean observed profile, or the
+    ``ambient_profile`` you measured from empty droplets), a learned amount ``a_e`` (starting
+    at ``BACKGROUND_INIT_FRACTION`` = 1% of a cell's counts) and a per-cell scale ``c_n``
+    with a LogNormal(0, 0.5) prior. A flexible decoder could explain any share of the soup
+    as expression; a native-share penalty ``0.17 sqrt(N_n) sum_g rho_ng`` per cell
+    (``native_share_penalty``) leaves to the background what all cells of a group share.
+    ``"free"`` is the spec's per-feature background ``exp(beta_{e,g})`` (started at 1% of
+    each category's mean profile). The decoder starts at the dataset's mean expression
+    profile. How well the amount is recovered, measured against known contamination:
+    ``bench/README.md`` (ambient section).
 
     Parameters
     ----------
@@ -47,6 +60,17 @@ class AmbientRegularizedSCVI(RegularizedModelBase):
         Dropout on each encoder layer's input (default 0.1).
     regularise_background
         Add the Gamma(1, 100) prior on the background to the loss (default False).
+    ambient_background
+        ``"profile"`` (default) or ``"free"``, see above.
+    ambient_profile
+        Optional DataFrame, features x ambient categories (or one column for all): the
+        measured soup, e.g. ``regularizedvi.estimate_ambient_profile(raw_adata,
+        groupby=...)`` from the raw (unfiltered) matrix; the background's shape, so that
+        only the amount is learned. Features are matched by name.
+    ambient_cell_scale
+        Learn the per-cell scale ``c_n`` of the background (default True).
+    native_share_penalty
+        Strength of the native-share penalty (default 0.17; 0 switches it off).
 
     Examples
     --------
@@ -66,16 +90,24 @@ class AmbientRegularizedSCVI(RegularizedModelBase):
         n_layers: int = C.N_LAYERS,
         dropout_rate: float = C.DROPOUT_RATE,
         regularise_background: bool = C.REGULARISE_BACKGROUND,
+        ambient_background: str = C.AMBIENT_BACKGROUND,
+        ambient_profile=None,
+        ambient_cell_scale: bool = C.AMBIENT_CELL_SCALE,
+        native_share_penalty: float = C.NATIVE_SHARE_PENALTY,
     ):
         n_hidden, n_latent = check_sizes(n_hidden, "n_hidden"), check_sizes(n_latent, "n_latent")
         n_layers, dropout_rate = positive_int(n_layers, "n_layers"), check_rate(dropout_rate, "dropout_rate")
         super().__init__(adata)
+        ambient = ambient_options(ambient_background, ambient_cell_scale, native_share_penalty)
+        # the profile itself is saved with the weights (the background's buffer)
         self._init_kwargs = {
             "n_hidden": n_hidden, "n_latent": n_latent, "n_layers": n_layers,
-            "dropout_rate": dropout_rate, "regularise_background": regularise_background,
+            "dropout_rate": dropout_rate, "regularise_background": regularise_background, **ambient,
         }
         manager = self.adata_manager
         stats = modality_statistics(manager, K.X)
+        profiles = stats.ambient_profiles if ambient_profile is None else given_ambient_profile(
+            ambient_profile, adata.var_names, ambient_row_names(manager), "ambient_profile")
         continuous = manager.get_state_registry(K.CONTINUOUS).get("columns", []) \
             if K.CONTINUOUS in manager.data_registry else []
         n_dispersion_groups = len(manager.get_state_registry(K.DISPERSION).categorical_mapping)
@@ -95,8 +127,9 @@ class AmbientRegularizedSCVI(RegularizedModelBase):
             n_scaling_cats_per_key=n_cats_per_key(manager, K.FEATURE_SCALING),
             n_dispersion_groups=n_dispersion_groups,
             regularise_background=regularise_background,
+            **ambient,
         )
-        self.module.observation.init_background(stats.ambient_profiles)
+        self.module.observation.init_background(profiles)
         self._model_summary_string = (
             f"AmbientRegularizedSCVI: n_hidden {n_hidden}, n_latent {n_latent}, n_layers {n_layers}, "
             f"ambient groups {n_cats_per_key(manager, K.AMBIENT) or [1]}, "

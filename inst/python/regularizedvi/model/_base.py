@@ -99,6 +99,59 @@ def modality_statistics(manager: AnnDataManager, registry_key: str) -> ModalityS
     )
 
 
+def ambient_options(ambient_background: str, ambient_cell_scale, native_share_penalty) -> dict:
+    """The checked ambient-background arguments of a model (its ``_init_kwargs`` and module's)."""
+    if ambient_background not in ("profile", "free"):
+        raise ValueError(f"ambient_background must be 'profile' or 'free', not {ambient_background!r}.")
+    penalty = float(native_share_penalty)
+    if not np.isfinite(penalty) or penalty < 0:
+        raise ValueError(f"native_share_penalty must be a number >= 0, got {native_share_penalty!r}.")
+    return {"ambient_background": ambient_background, "ambient_cell_scale": bool(ambient_cell_scale),
+            "native_share_penalty": penalty}
+
+
+def ambient_row_names(manager: AnnDataManager) -> list[str]:
+    """Names of the background's rows: the ambient categories (``key=category`` with several
+    ambient keys), or ``["all cells"]`` without an ambient key."""
+    if K.AMBIENT not in manager.data_registry:
+        return ["all cells"]
+    state = manager.get_state_registry(K.AMBIENT)
+    keys = list(state.field_keys)
+    return [(str(c) if len(keys) == 1 else f"{key}={c}") for key in keys for c in state.mappings[key]]
+
+
+def given_ambient_profile(profile, feature_names, row_names: list[str], where: str) -> torch.Tensor:
+    """A user's ambient profile (features x ambient categories, e.g. from
+    :func:`~regularizedvi.estimate_ambient_profile`) as the background's ``(rows, features)``
+    shape: features matched by name (renormalised over the model's), columns by ambient
+    category (one column: the same profile for every category)."""
+    import pandas as pd
+
+    if not isinstance(profile, pd.DataFrame):
+        raise TypeError(f"{where} must be a DataFrame of features (rows) x ambient categories (columns), "
+                        f"e.g. from regularizedvi.estimate_ambient_profile(raw); got {type(profile).__name__}.")
+    names = [str(f) for f in feature_names]
+    index = pd.Index([str(f) for f in profile.index])
+    missing = [f for f in names if f not in set(index)]
+    if missing:
+        raise ValueError(f"{where} lacks {len(missing)} of the model's {len(names)} features (e.g. {missing[:5]}): "
+                         "estimate it from the raw matrix of the same run (all its features).")
+    columns = [str(c) for c in profile.columns]
+    if len(columns) == 1:
+        columns = columns * len(row_names)
+        values = np.repeat(profile.to_numpy(dtype=np.float64), len(row_names), axis=1)
+    else:
+        unknown = sorted(set(row_names) - set(columns))
+        if unknown:
+            raise ValueError(f"{where} has no column for ambient categor{'y' if len(unknown) == 1 else 'ies'} "
+                             f"{unknown} (its columns: {columns[:10]}); give one column per category, or one for all.")
+        values = profile.to_numpy(dtype=np.float64)[:, [columns.index(r) for r in row_names]]
+    values = pd.DataFrame(values, index=index).groupby(level=0).sum().loc[names].to_numpy().T
+    if not np.all(np.isfinite(values)) or (values < 0).any() or (values.sum(1) <= 0).any():
+        raise ValueError(f"{where} must hold non-negative finite values with a positive total per category.")
+    return torch.as_tensor(values / values.sum(1, keepdims=True), dtype=torch.float32)
+
+
 # ---------------------------------------------------------------------- the base class
 class RegularizedModelBase(
     SafeSaveLoadMixin,

@@ -12,7 +12,14 @@ from regularizedvi import _constants as C
 from regularizedvi.data import _keys as K
 from regularizedvi.data import resolve_covariate_design
 from regularizedvi.model._attribution import ModalityAttributionMixin
-from regularizedvi.model._base import RegularizedModelBase, modality_statistics, register_data
+from regularizedvi.model._base import (
+    RegularizedModelBase,
+    ambient_options,
+    ambient_row_names,
+    given_ambient_profile,
+    modality_statistics,
+    register_data,
+)
 from regularizedvi.model._multimodal_setup import (
     check_mudata,
     default_background,
@@ -59,6 +66,13 @@ class RegularizedMultimodalVI(ModalityAttributionMixin, RegularizedModelBase):
         Bool or dict per modality. Default: on for ATAC-like modality names only.
     regularise_background
         Add the Gamma(1, 100) prior on the backgrounds to the loss (default False).
+    ambient_background, ambient_cell_scale, native_share_penalty
+        The background of every modality that has one, as in
+        :class:`AmbientRegularizedSCVI` (defaults ``"profile"``, True, 0.17).
+    ambient_profile
+        Optional dict ``{modality: DataFrame}`` of measured soups (features x ambient
+        categories), e.g. the ADT counts of empty droplets
+        (:func:`~regularizedvi.estimate_ambient_profile`): that modality's background shape.
 
     Examples
     --------
@@ -83,16 +97,21 @@ class RegularizedMultimodalVI(ModalityAttributionMixin, RegularizedModelBase):
         additive_background: bool | dict | None = None,
         feature_scaling: bool | dict | None = None,
         regularise_background: bool = C.REGULARISE_BACKGROUND,
+        ambient_background: str = C.AMBIENT_BACKGROUND,
+        ambient_profile: dict | None = None,
+        ambient_cell_scale: bool = C.AMBIENT_CELL_SCALE,
+        native_share_penalty: float = C.NATIVE_SHARE_PENALTY,
     ):
         n_layers, dropout_rate = positive_int(n_layers, "n_layers"), check_rate(dropout_rate, "dropout_rate")
         super().__init__(mdata)
         if latent_mode not in C.LATENT_MODES:
             raise ValueError(f"latent_mode must be one of {C.LATENT_MODES}, got {latent_mode!r}.")
         names = self._registered_modalities()
+        ambient = ambient_options(ambient_background, ambient_cell_scale, native_share_penalty)
         self._init_kwargs = {
             "n_hidden": n_hidden, "n_latent": n_latent, "n_layers": n_layers, "dropout_rate": dropout_rate,
             "latent_mode": latent_mode, "additive_background": additive_background,
-            "feature_scaling": feature_scaling, "regularise_background": regularise_background,
+            "feature_scaling": feature_scaling, "regularise_background": regularise_background, **ambient,
         }
         latent = per_modality(check_sizes(n_latent, "n_latent", names), names, lambda m: C.N_LATENT, "n_latent", int)
         hidden = per_modality(check_sizes(n_hidden, "n_hidden", names), names, lambda m: C.N_HIDDEN, "n_hidden", int)
@@ -124,9 +143,18 @@ class RegularizedMultimodalVI(ModalityAttributionMixin, RegularizedModelBase):
             n_scaling_cats_per_key={m: (scaling_cats if scaling[m] else None) for m in names},
             n_dispersion_groups=len(manager.get_state_registry(K.DISPERSION).categorical_mapping),
             regularise_background=regularise_background,
+            **ambient,
         )
+        if ambient_profile is not None and not isinstance(ambient_profile, dict):
+            raise TypeError("ambient_profile takes a dict {modality: DataFrame} for a multimodal model.")
+        given = per_modality(ambient_profile or {}, names, lambda m: None, "ambient_profile")
         for m in names:
-            self.module.observations[m].init_background(stats[m].ambient_profiles)
+            if given[m] is not None and not background[m]:
+                raise ValueError(f"ambient_profile[{m!r}] is given, but modality {m!r} has no additive background "
+                                 f"(additive_background={{{m!r}: True}} turns it on).")
+            profiles = stats[m].ambient_profiles if given[m] is None else given_ambient_profile(
+                given[m], self._feature_names_of(mdata, m), ambient_row_names(manager), f"ambient_profile[{m!r}]")
+            self.module.observations[m].init_background(profiles)
         self._model_summary_string = (
             f"RegularizedMultimodalVI: modalities {names}, latent_mode {latent_mode}, n_latent {latent}, "
             f"n_hidden {hidden}, background {background}, feature scaling {scaling}"

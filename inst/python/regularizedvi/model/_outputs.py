@@ -260,15 +260,13 @@ class ModalityOutputsMixin:
         observation = self.module.observation_of(name)
         if not observation.use_background:
             raise ValueError(f"Modality '{name}' of this model has no additive background.")
-        values = torch.exp(observation.background_log).detach().cpu().numpy().T
+        values = observation.background_table().detach().cpu().numpy().T
         if normalize:
             values = values / values.sum(0, keepdims=True)
-        columns = ["all cells"]
-        if K.AMBIENT in self.adata_manager.data_registry:
-            state = self.adata_manager.get_state_registry(K.AMBIENT)
-            keys = list(state.field_keys)
-            columns = [(str(c) if len(keys) == 1 else f"{key}={c}") for key in keys for c in state.mappings[key]]
-        return pd.DataFrame(values, index=self._feature_names_of(self.adata, name), columns=columns)
+        from regularizedvi.model._base import ambient_row_names
+
+        return pd.DataFrame(values, index=self._feature_names_of(self.adata, name),
+                            columns=ambient_row_names(self.adata_manager))
 
     def get_dispersion(self, modality: str | None = None) -> pd.DataFrame:
         """Posterior median inverse dispersion ``theta`` per feature and dispersion group."""
@@ -280,19 +278,18 @@ class ModalityOutputsMixin:
 
     def _ambient_shares(self, adata, indices, batch_size, modality):
         """Per minibatch: ``(counts, ambient share s / (rho + s), background s y, signal rho y)``
-        at each cell's posterior mean (``None`` shares for a modality without background)."""
+        at each cell's posterior mean (``None`` for the last three of a modality without
+        background); ``s`` is the cell's background (with its per-cell scale)."""
         name = self._modality(modality)
         adata, loader = self._minibatches(adata, indices, batch_size)
-        observation = self.module.observation_of(name)
         key = self.module.counts_key(name)
         for tensors in loader:
-            rho = self._posterior_pass(tensors, give_mean=True)[1]["rho"][name]
-            background = observation.background(self.module._to(tensors.get(K.AMBIENT)))
+            out = self._posterior_pass(tensors, give_mean=True)[1]
+            rho, background, scaling = out["rho"][name], out["background"][name], out["scaling"][name]
             x = tensors[key].to(rho.device)
             if background is None:
                 yield x, None, None, rho
                 continue
-            scaling = observation.feature_scaling(self.module._to(tensors.get(K.FEATURE_SCALING)))
             scaling = 1.0 if scaling is None else scaling
             yield x, background / (rho + background), background * scaling, rho * scaling
 

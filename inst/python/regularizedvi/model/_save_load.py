@@ -24,8 +24,12 @@ WEIGHTS_FILE = "weights.pt"
 ADATA_FILE = "adata.h5ad"
 # 2: covariates enter each layer after its LayerNorm with COVARIATE_WEIGHT_GAIN, and a
 # single-modality set-up's feature_scaling_covariate_keys=None means the nn-conditioning
-# keys. Format-1 files load with the old rules (their weights mean what they meant).
-FORMAT_VERSION = 2
+# keys. 3: the background is a profile times an amount with a per-cell scale (the init
+# arguments ambient_background / ambient_cell_scale / native_share_penalty). Files of an
+# earlier format load with the rules their weights were trained with.
+FORMAT_VERSION = 3
+# What the ambient arguments meant before format 3 (the spec's free background, no scale).
+_BEFORE_FORMAT3 = {"ambient_background": "free", "ambient_cell_scale": False, "native_share_penalty": 0.0}
 
 
 def _module_format(module) -> int:
@@ -208,9 +212,11 @@ class SafeSaveLoadMixin:
 
     @classmethod
     def _rebuild_saved(cls, description: dict, adata, extend_categories: bool):
-        """:meth:`_rebuild`, with the layer rules of the description's file format."""
+        """:meth:`_rebuild`, with the layer and background rules of the description's file format."""
         from regularizedvi.nn._layers import MLP
 
+        if description.get("format", FORMAT_VERSION) < 3:
+            description = {**description, "init_kwargs": {**_BEFORE_FORMAT3, **description["init_kwargs"]}}
         model = cls._rebuild(description, adata, extend_categories)
         if description.get("format", FORMAT_VERSION) < 2:
             for layer in model.module.modules():

@@ -22,6 +22,7 @@ import torch
 from scvi.module.base import BaseModuleClass, LossOutput
 from torch.distributions import Normal, kl_divergence
 
+from regularizedvi import _constants as C
 from regularizedvi.data import _keys as K
 from regularizedvi.nn import one_hot_concat
 
@@ -33,8 +34,11 @@ def standard_normal_like(q: Normal) -> Normal:
 class ModalityVAE(BaseModuleClass):
     """Base class of the modules: modality-keyed inference, generative pass, loss, marginal LL.
 
-    Subclasses set ``modality_names``, ``n_encoder_cats_per_key``, ``n_nn_cats_per_key``
-    and ``n_latent`` and implement the five methods named in the module docstring.
+    Subclasses set ``modality_names``, ``n_encoder_cats_per_key``, ``n_nn_cats_per_key``,
+    ``n_latent`` and ``native_share_penalty`` and implement the methods named in the module
+    docstring (and :meth:`ambient_scale_encoder_of`). A modality with an ambient background
+    adds two per-cell terms to the loss (:meth:`_ambient_penalties`), reported in
+    ``kl_local``.
     """
 
     modality_names: list[str]
@@ -50,6 +54,10 @@ class ModalityVAE(BaseModuleClass):
         raise NotImplementedError
 
     def observation_of(self, name: str):
+        raise NotImplementedError
+
+    def ambient_scale_encoder_of(self, name: str):
+        """The modality's :class:`~regularizedvi.nn.AmbientScaleEncoder`, or None."""
         raise NotImplementedError
 
     def latent_posterior(self, x_logs: dict, masks: dict, encoder_covs, continuous_covs):
@@ -91,14 +99,17 @@ class ModalityVAE(BaseModuleClass):
               for m in self.modality_names}
         z = qz.rsample()
         log_library = {m: ql[m].rsample() for m in self.modality_names}
+        log_ambient_scale = {m: net(x_logs[m]) for m in self.modality_names
+                             if (net := self.ambient_scale_encoder_of(m)) is not None}
         return {"z": z, "qz": qz, "qz_per_modality": qz_per_modality, "ql": ql,
-                "log_library": log_library, "masks": masks}
+                "log_library": log_library, "masks": masks, "log_ambient_scale": log_ambient_scale}
 
     # ------------------------------------------------------------------ generative
     def _get_generative_input(self, tensors: dict, inference_outputs: dict) -> dict:
         return {
             "z": inference_outputs["z"],
             "log_library": inference_outputs["log_library"],
+            "log_ambient_scale": inference_outputs.get("log_ambient_scale"),
             **K.generative_covariates(tensors),
         }
 
@@ -117,18 +128,24 @@ class ModalityVAE(BaseModuleClass):
         return self.observation_of(name).mean(rho, library, ambient_covs, scaling_covs)
 
     def generative(self, z, log_library: dict, dispersion_group, nn_covs=None, continuous_covs=None,
-                   ambient_covs=None, scaling_covs=None) -> dict:
-        """Per modality: ``rho``, ``mu``, the per-cell dispersion (drawn from its posterior
-        in training, the posterior median otherwise) and ``theta``."""
+                   ambient_covs=None, scaling_covs=None, log_ambient_scale: dict | None = None) -> dict:
+        """Per modality: ``rho``, the per-cell ``background`` (``c_n s_{e_n}``, None without
+        one) and feature ``scaling`` (None without), ``mu = l (rho + background) scaling``,
+        the per-cell dispersion (drawn from its posterior in training, the posterior median
+        otherwise) and ``theta``."""
         nn_onehot = one_hot_concat(self._to(nn_covs), self.n_nn_cats_per_key)
         continuous_covs, dispersion_group = self._to(continuous_covs), self._to(dispersion_group)
         ambient_covs, scaling_covs = self._to(ambient_covs), self._to(scaling_covs)
-        out = {"rho": {}, "mu": {}, "dispersion": {}, "theta": {}}
+        log_ambient_scale = log_ambient_scale or {}
+        out = {"rho": {}, "mu": {}, "background": {}, "scaling": {}, "dispersion": {}, "theta": {}}
         for m in self.modality_names:
             observation = self.observation_of(m)
             rho = self._decode_rho(m, z, nn_onehot, continuous_covs)
-            out["rho"][m] = rho
-            out["mu"][m] = observation.mean(rho, torch.exp(log_library[m]), ambient_covs, scaling_covs)
+            scale = torch.exp(log_ambient_scale[m]) if m in log_ambient_scale else None
+            background = observation.background(ambient_covs, scale)
+            scaling = observation.feature_scaling(scaling_covs)
+            out["rho"][m], out["background"][m], out["scaling"][m] = rho, background, scaling
+            out["mu"][m] = observation.mean_from(rho, torch.exp(log_library[m]), background, scaling)
             dispersion = observation.dispersion(dispersion_group, sample=self.training)
             out["dispersion"][m] = dispersion
             out["theta"][m] = dispersion.theta
@@ -148,6 +165,7 @@ class ModalityVAE(BaseModuleClass):
         library_codes = self._to(tensors[K.LIBRARY])
         reconstruction, kl_local = {}, {}
         total_reconstruction = kl_l_total = 0.0
+        penalties = 0.0
         for m in self.modality_names:
             rec = -self._log_likelihood(tensors, m, generative_outputs) * masks[m]
             prior = self.observation_of(m).library_prior(library_codes)
@@ -156,16 +174,36 @@ class ModalityVAE(BaseModuleClass):
             kl_local[self._term_name("kl_divergence_l", m)] = kl_l
             total_reconstruction = total_reconstruction + rec
             kl_l_total = kl_l_total + kl_l
+            for name, term in self._ambient_penalties(tensors, m, inference_outputs, generative_outputs).items():
+                kl_local[self._term_name(name, m)] = term * masks[m]
+                penalties = penalties + term * masks[m]
         qz = inference_outputs["qz"]
         z_terms = self.kl_z_terms(kl_divergence(qz, standard_normal_like(qz)))
         kl_local.update(z_terms)
         kl_z = sum(z_terms.values())
         kl_global = sum(self.observation_of(m).global_penalty() for m in self.modality_names)
-        loss = torch.mean(total_reconstruction + kl_weight * (kl_z + kl_l_total)) + kl_global / n_obs
+        loss = torch.mean(total_reconstruction + kl_weight * (kl_z + kl_l_total) + penalties) + kl_global / n_obs
         if len(reconstruction) == 1:
             reconstruction = next(iter(reconstruction.values()))
         return LossOutput(loss=loss, reconstruction_loss=reconstruction, kl_local=kl_local,
                           kl_global=kl_global)
+
+    def _ambient_penalties(self, tensors, name, inference_outputs, generative_outputs) -> dict:
+        """Per-cell terms of the ambient background of modality ``name`` (none without one):
+        the native-share penalty ``K sqrt(N_n) sum_f rho_nf`` (see
+        ``C.NATIVE_SHARE_PENALTY``) and the LogNormal(0, ``C.AMBIENT_SCALE_SD``) prior of
+        the per-cell background scale."""
+        terms = {}
+        if not self.observation_of(name).use_background:
+            return terms
+        if self.native_share_penalty:
+            totals = self._to(tensors[self.counts_key(name)]).sum(-1)
+            terms["native_share_penalty"] = (self.native_share_penalty * totals.sqrt()
+                                             * generative_outputs["rho"][name].sum(-1))
+        log_scale = inference_outputs.get("log_ambient_scale", {}).get(name)
+        if log_scale is not None:
+            terms["ambient_scale_penalty"] = 0.5 * (log_scale.squeeze(-1) / C.AMBIENT_SCALE_SD) ** 2
+        return terms
 
     # ------------------------------------------------------------------ evaluation
     @torch.inference_mode()
@@ -181,7 +219,8 @@ class ModalityVAE(BaseModuleClass):
         for _ in range(int(n_mc_samples)):
             z = qz.sample()
             log_l = {m: ql[m].sample() for m in self.modality_names}
-            out = self.generative(**self._get_generative_input(tensors, {"z": z, "log_library": log_l}))
+            out = self.generative(**self._get_generative_input(
+                tensors, {"z": z, "log_library": log_l, "log_ambient_scale": inference_outputs["log_ambient_scale"]}))
             log_w = standard.log_prob(z).sum(-1) - qz.log_prob(z).sum(-1)
             for m in self.modality_names:
                 log_w = log_w + masks[m] * (self._log_likelihood(tensors, m, out)

@@ -20,7 +20,7 @@ from regularizedvi import _constants as C
 from regularizedvi.data import _keys as K
 from regularizedvi.module._base import ModalityVAE
 from regularizedvi.module._observation import CountObservationModel
-from regularizedvi.nn import GaussianEncoder, LibraryEncoder, SoftplusDecoder
+from regularizedvi.nn import AmbientScaleEncoder, GaussianEncoder, LibraryEncoder, SoftplusDecoder
 
 
 def modality_key(name: str) -> str:
@@ -86,8 +86,12 @@ class RegularizedMultimodalVAE(ModalityVAE):
         n_scaling_cats_per_key: dict[str, Sequence[int] | None] | None = None,
         n_dispersion_groups: int = 1,
         regularise_background: bool = C.REGULARISE_BACKGROUND,
+        ambient_background: str = C.AMBIENT_BACKGROUND,
+        ambient_cell_scale: bool = C.AMBIENT_CELL_SCALE,
+        native_share_penalty: float = C.NATIVE_SHARE_PENALTY,
     ):
         super().__init__()
+        self.native_share_penalty = float(native_share_penalty)
         if latent_mode not in C.LATENT_MODES:
             raise ValueError(f"latent_mode must be one of {C.LATENT_MODES}, got {latent_mode!r}.")
         self.modality_names = list(modality_names)
@@ -149,8 +153,13 @@ class RegularizedMultimodalVAE(ModalityVAE):
             m: CountObservationModel(
                 n_input[m], n_ambient_cats_per_key[m], n_scaling_cats_per_key[m], n_dispersion_groups,
                 library_log_means[m], library_log_vars[m], regularise_background,
+                ambient_background=ambient_background,
             )
             for m in names
+        })
+        self.ambient_scale_encoders = nn.ModuleDict({
+            m: AmbientScaleEncoder(n_input[m]) for m in names
+            if ambient_cell_scale and self.observations[m].use_background
         })
         if mean_profiles is not None:
             for m in names:
@@ -177,6 +186,10 @@ class RegularizedMultimodalVAE(ModalityVAE):
     def observation_of(self, name: str):
         self._check(name)
         return self.observations[name]
+
+    def ambient_scale_encoder_of(self, name: str):
+        self._check(name)
+        return self.ambient_scale_encoders[name] if name in self.ambient_scale_encoders else None
 
     def modality_weights(self, masks: torch.Tensor | None = None) -> torch.Tensor:
         """Mixing weights of ``weighted_mean`` mode: ``(M,)`` or, given masks, ``(n, M)``."""

@@ -146,6 +146,12 @@ class CountObservationModel(nn.Module):
         variance is these times ``LIBRARY_PRIOR_VARIANCE_SCALE``).
     regularise_background
         Add the Gamma(1, 100) prior on the background to the loss.
+    background_init_fraction
+        Starting amount of the background, as a fraction of a cell's counts.
+    ambient_background
+        ``"profile"``: ``s_e = a_e q_e``, a fixed profile per ambient row (buffer
+        ``background_profile``, set by :meth:`init_background`) times a learned amount
+        ``a_e = exp(background_log)``; ``"free"``: ``s_{e,f} = exp(background_log_{e,f})``.
     """
 
     def __init__(
@@ -158,8 +164,13 @@ class CountObservationModel(nn.Module):
         library_log_vars: torch.Tensor,
         regularise_background: bool = C.REGULARISE_BACKGROUND,
         background_init_fraction: float = C.BACKGROUND_INIT_FRACTION,
+        ambient_background: str = C.AMBIENT_BACKGROUND,
     ):
         super().__init__()
+        if ambient_background not in ("profile", "free"):
+            raise ValueError(f"ambient_background must be 'profile' or 'free', not {ambient_background!r}.")
+        self.ambient_background = ambient_background
+        self.background_init_fraction = background_init_fraction
         self.n_features = n_features
         self.regularise_background = regularise_background
         self.use_background = n_ambient_cats_per_key is not None
@@ -169,8 +180,12 @@ class CountObservationModel(nn.Module):
 
         if self.use_background:
             n_rows = max(sum(self.n_ambient_cats_per_key), 1)
-            init = math.log(background_init_fraction / n_features)
-            self.background_log = nn.Parameter(torch.full((n_rows, n_features), init))
+            if ambient_background == "profile":
+                self.register_buffer("background_profile", torch.full((n_rows, n_features), 1.0 / n_features))
+                self.background_log = nn.Parameter(torch.full((n_rows, 1), math.log(background_init_fraction)))
+            else:
+                init = math.log(background_init_fraction / n_features)
+                self.background_log = nn.Parameter(torch.full((n_rows, n_features), init))
         if self.use_feature_scaling:
             n_rows = max(sum(self.n_scaling_cats_per_key), 1)
             init = inverse_softplus(torch.tensor(C.FEATURE_SCALING_DIVISOR)).item()
@@ -188,26 +203,39 @@ class CountObservationModel(nn.Module):
         self.register_buffer("library_log_vars", library_log_vars.reshape(-1).float())
 
     def init_background(self, profiles: torch.Tensor) -> None:
-        """Start each ambient category at ``BACKGROUND_INIT_FRACTION`` x a profile.
+        """Set each ambient row's profile (``profile`` mode: the fixed shape ``q_e``; ``free``
+        mode: the start, ``BACKGROUND_INIT_FRACTION`` x the profile).
 
         ``profiles`` is ``(n_ambient_rows, n_features)``, rows summing to 1: the mean
-        expression profile of each category's cells (what lysed cells would release).
+        expression profile of each category's cells (what lysed cells release) or a
+        measured empty-droplet profile.
         """
-        if self.use_background:
-            with torch.no_grad():
-                frac = C.BACKGROUND_INIT_FRACTION
-                self.background_log.copy_(torch.log(frac * profiles.clamp_min(1e-3 / self.n_features / 1e3)))
+        if not self.use_background:
+            return
+        floor = 1e-3 / self.n_features / 1e3
+        with torch.no_grad():
+            if self.ambient_background == "profile":
+                shape = profiles.clamp_min(floor)
+                self.background_profile.copy_(shape / shape.sum(-1, keepdim=True))
+            else:
+                frac = self.background_init_fraction
+                self.background_log.copy_(torch.log(frac * profiles.clamp_min(floor)))
 
     # ------------------------------------------------------------------ generative parts
-    def background(self, ambient_codes: torch.Tensor | None) -> torch.Tensor | None:
-        """Per-cell background ``s_{e_n}`` (summed over ambient keys), or None when off."""
+    def background_table(self) -> torch.Tensor:
+        """``s``: ``(ambient rows, features)``, each row a fraction of a cell's counts."""
+        s = torch.exp(self.background_log)
+        return s * self.background_profile if self.ambient_background == "profile" else s
+
+    def background(self, ambient_codes: torch.Tensor | None, cell_scale: torch.Tensor | None = None):
+        """Per-cell background ``c_n s_{e_n}`` (summed over ambient keys; ``cell_scale``
+        ``c_n``, ``(n, 1)``, optional), or None when off."""
         if not self.use_background:
             return None
-        s = torch.exp(self.background_log)
-        if not self.n_ambient_cats_per_key:
-            return s  # (1, F): broadcasts over cells
-        onehot = one_hot_concat(ambient_codes, self.n_ambient_cats_per_key)
-        return onehot @ s
+        s = self.background_table()
+        if self.n_ambient_cats_per_key:
+            s = one_hot_concat(ambient_codes, self.n_ambient_cats_per_key) @ s
+        return s if cell_scale is None else s * cell_scale  # (1, F) broadcasts without keys
 
     def feature_scaling(self, scaling_codes: torch.Tensor | None) -> torch.Tensor | None:
         """Per-cell multiplicative factor ``y_{t_n}`` (product over keys), or None when off."""
@@ -221,15 +249,17 @@ class CountObservationModel(nn.Module):
     def feature_scaling_values(self) -> torch.Tensor:
         return nn.functional.softplus(self.feature_scaling_raw) / C.FEATURE_SCALING_DIVISOR
 
-    def mean(self, rho, library, ambient_codes=None, scaling_codes=None) -> torch.Tensor:
-        """Expected counts ``l * (rho + s) * y``; ``library`` is ``(n, 1)`` on count scale."""
-        rate = rho
-        s = self.background(ambient_codes)
-        if s is not None:
-            rate = rate + s
-        y = self.feature_scaling(scaling_codes)
-        if y is not None:
-            rate = rate * y
+    def mean(self, rho, library, ambient_codes=None, scaling_codes=None, cell_scale=None) -> torch.Tensor:
+        """Expected counts ``l * (rho + c s) * y``; ``library`` is ``(n, 1)`` on count scale."""
+        return self.mean_from(rho, library, self.background(ambient_codes, cell_scale),
+                              self.feature_scaling(scaling_codes))
+
+    @staticmethod
+    def mean_from(rho, library, background=None, scaling=None) -> torch.Tensor:
+        """``l * (rho + s) * y`` from the per-cell background and scaling (None: absent)."""
+        rate = rho if background is None else rho + background
+        if scaling is not None:
+            rate = rate * scaling
         return library * rate
 
     def dispersion(self, dispersion_codes: torch.Tensor, sample: bool) -> CellDispersion:
@@ -300,7 +330,7 @@ class CountObservationModel(nn.Module):
                 self.feature_scaling_values(), C.FEATURE_SCALING_PRIOR_ALPHA, C.FEATURE_SCALING_PRIOR_BETA).sum()
         if self.use_background and self.regularise_background:
             penalty = penalty - gamma_log_prob(
-                torch.exp(self.background_log), C.BACKGROUND_PRIOR_ALPHA, C.BACKGROUND_PRIOR_BETA).sum()
+                self.background_table(), C.BACKGROUND_PRIOR_ALPHA, C.BACKGROUND_PRIOR_BETA).sum()
         return penalty
 
 
@@ -317,6 +347,8 @@ class CountObservationModel(nn.Module):
         }
         if self.use_background:
             axes["background_log"] = (0, K.AMBIENT, 0)
+            if self.ambient_background == "profile":
+                axes["background_profile"] = (0, K.AMBIENT, 0)
         if self.use_feature_scaling:
             axes["feature_scaling_raw"] = (0, K.FEATURE_SCALING, 0)
         return {prefix + name: axis for name, axis in axes.items()}

@@ -10,7 +10,7 @@ from regularizedvi import _constants as C
 from regularizedvi.data import _keys as K
 from regularizedvi.module._base import ModalityVAE
 from regularizedvi.module._observation import CountObservationModel
-from regularizedvi.nn import GaussianEncoder, LibraryEncoder, SoftplusDecoder
+from regularizedvi.nn import AmbientScaleEncoder, GaussianEncoder, LibraryEncoder, SoftplusDecoder
 
 # The name of the single model's only modality; its counts are registered under K.X.
 SINGLE_MODALITY = K.X
@@ -40,9 +40,13 @@ class RegularizedVAE(ModalityVAE):
         n_scaling_cats_per_key: Sequence[int] | None = (),
         n_dispersion_groups: int = 1,
         regularise_background: bool = C.REGULARISE_BACKGROUND,
+        ambient_background: str = C.AMBIENT_BACKGROUND,
+        ambient_cell_scale: bool = C.AMBIENT_CELL_SCALE,
+        native_share_penalty: float = C.NATIVE_SHARE_PENALTY,
     ):
         super().__init__()
         self.modality_names = [SINGLE_MODALITY]
+        self.native_share_penalty = float(native_share_penalty)
         self.n_latent = n_latent
         self.n_encoder_cats_per_key = list(n_encoder_cats_per_key)
         self.n_nn_cats_per_key = list(n_nn_cats_per_key)
@@ -57,7 +61,10 @@ class RegularizedVAE(ModalityVAE):
         self.observation = CountObservationModel(
             n_input, n_ambient_cats_per_key, n_scaling_cats_per_key, n_dispersion_groups,
             library_log_means, library_log_vars, regularise_background,
+            ambient_background=ambient_background,
         )
+        use_scale = ambient_cell_scale and self.observation.use_background
+        self.ambient_scale_encoder = AmbientScaleEncoder(n_input) if use_scale else None
         if mean_profile is not None:
             background_total = C.BACKGROUND_INIT_FRACTION if self.observation.use_background else 0.0
             self.decoder.init_output(mean_profile * (1 - background_total))
@@ -82,6 +89,10 @@ class RegularizedVAE(ModalityVAE):
     def observation_of(self, name: str):
         self._check(name)
         return self.observation
+
+    def ambient_scale_encoder_of(self, name: str):
+        self._check(name)
+        return self.ambient_scale_encoder
 
     def latent_posterior(self, x_logs, masks, encoder_covs, continuous_covs):
         x_log = x_logs[SINGLE_MODALITY]

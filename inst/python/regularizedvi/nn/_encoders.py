@@ -67,3 +67,22 @@ class LibraryEncoder(nn.Module):
         h = self.body(x_log1p)
         var = torch.exp(self.log_var(h)) + self.var_eps
         return Normal(log_total + self.offset(h), var.sqrt(), validate_args=False)
+
+
+class AmbientScaleEncoder(nn.Module):
+    """Per-cell scale of the ambient background, ``c_n = exp(h(log1p x_n))``.
+
+    The amount of soup a droplet captures varies from cell to cell around its ambient
+    group's level; without this scale that spread would have to be carried by ``z``. A
+    small network (``n_input -> n_hidden -> 1``) whose last layer starts at zero, so that
+    every cell starts at its group's level (``c_n = 1``). Returns ``log c_n``, ``(n, 1)``.
+    """
+
+    def __init__(self, n_input: int, n_hidden: int = C.AMBIENT_SCALE_N_HIDDEN):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(n_input, n_hidden), nn.ReLU(), nn.Linear(n_hidden, 1))
+        nn.init.zeros_(self.net[2].weight)
+        nn.init.zeros_(self.net[2].bias)
+
+    def forward(self, x_log1p: torch.Tensor) -> torch.Tensor:
+        return self.net(x_log1p)
