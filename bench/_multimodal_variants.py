@@ -27,7 +27,13 @@ Behaviours (attributes of the module, all off by default = the core model):
 * ``library_prior_scale[m]``: multiplies the library prior's variance.
 * ``stop_cross_gradient``: in training (concatenation), each decoder reads the other
   modalities' latent slices detached: a slice is shaped by its own modality's decoder only,
-  though every decoder still uses the whole ``z``.
+  though every decoder still uses the whole ``z``. ``stop_cross_gradient = "rna"``: only
+  the RNA slice is detached, and only in the other modalities' decoders (the RNA slice is
+  shaped by the RNA decoder alone; the ATAC slice by both decoders).
+* ``subset_elbo`` (with ``latent_combine = "poe"``): MVAE-style sub-sampled training. The
+  loss adds, per modality m, the ELBO of m alone under its own posterior
+  ``q(z | x_m) ~ prior x expert_m`` (m's decoder only): each expert is trained to be a
+  posterior by itself, so the product combines calibrated experts.
 """
 
 from __future__ import annotations
@@ -54,13 +60,37 @@ class VariantMultimodalVAE(RegularizedMultimodalVAE):
     likelihood: dict = {}
     fixed_library: tuple = ()
     library_prior_scale: dict = {}
-    stop_cross_gradient: bool = False
+    stop_cross_gradient: bool | str = False
+    subset_elbo: bool = False
 
     def _decode_rho(self, name, z, nn_onehot, continuous_covs):
-        if self.stop_cross_gradient and self.training and self.latent_mode == "concatenation":
-            z = torch.cat([z[:, a:b] if m == name else z[:, a:b].detach()
+        sg = self.stop_cross_gradient
+        if sg and self.training and self.latent_mode == "concatenation":
+            z = torch.cat([z[:, a:b] if m == name or (sg is not True and m != sg) else z[:, a:b].detach()
                            for m, (a, b) in self.latent_slices.items()], -1)
         return super()._decode_rho(name, z, nn_onehot, continuous_covs)
+
+    def _subset_terms(self, tensors, inference_outputs, kl_weight):
+        """Per cell: sum over modalities of -ELBO(x_m | q(z | x_m)) (reconstruction + KL z)."""
+        from regularizedvi.nn import one_hot_concat
+
+        gen = K.generative_covariates(tensors)
+        nn_onehot = one_hot_concat(self._to(gen["nn_covs"]), self.n_nn_cats_per_key)
+        total = 0.0
+        for m in self.modality_names:
+            expert = inference_outputs["qz_per_modality"][m]
+            precision = 1.0 + expert.scale.pow(-2)
+            q = Normal(expert.loc * expert.scale.pow(-2) / precision, precision.rsqrt(), validate_args=False)
+            z = q.rsample()
+            observation = self.observation_of(m)
+            rho = self._decode_rho(m, z, nn_onehot, self._to(gen["continuous_covs"]))
+            mu = observation.mean(rho, torch.exp(inference_outputs["log_library"][m]),
+                                  self._to(gen["ambient_covs"]), self._to(gen["scaling_covs"]))
+            dispersion = observation.dispersion(self._to(gen["dispersion_group"]), sample=self.training)
+            ll = self._log_likelihood(tensors, m, {"mu": {m: mu}, "dispersion": {m: dispersion}})
+            kl = kl_divergence(q, standard_normal_like(q)).sum(-1)
+            total = total + (-ll + kl_weight * kl) * inference_outputs["masks"][m]
+        return total
 
     # ------------------------------------------------------------------ inference
     def latent_posterior(self, x_logs, masks, encoder_covs, continuous_covs):
@@ -144,6 +174,10 @@ class VariantMultimodalVAE(RegularizedMultimodalVAE):
             sym = (kl_divergence(a, b) + kl_divergence(b, a)).sum(-1) * both
             kl_local["alignment"] = sym
             penalty = self.align_weight * sym
+        if self.subset_elbo:
+            subset = self._subset_terms(tensors, inference_outputs, kl_weight)
+            kl_local["subset_elbo"] = subset
+            penalty = penalty + subset
         kl_global = sum(self.observation_of(m).global_penalty() for m in self.modality_names)
         loss = torch.mean(total_rec + kl_weight * (kl_z + kl_l_total) + penalty) + kl_global / n_obs
         return LossOutput(loss=loss, reconstruction_loss=reconstruction, kl_local=kl_local,
@@ -191,6 +225,10 @@ def _part(name: str, n_genes: int, n_peaks: int):
         attrs["fixed_library"] = ("rna", "atac")
     elif name == "sg":
         attrs["stop_cross_gradient"] = True
+    elif name == "sgrna":
+        attrs["stop_cross_gradient"] = "rna"
+    elif name == "mvae":
+        model["latent_mode"], attrs["latent_combine"], attrs["subset_elbo"] = "weighted_mean", "poe", True
     elif name.startswith("libvar"):  # library prior variance x w (ATAC)
         attrs["library_prior_scale"] = {"atac": float(name[6:])}
     else:

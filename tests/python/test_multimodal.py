@@ -285,3 +285,14 @@ def test_eccite_rna_protein_end_to_end():
     assert attribution.shape == (2, 12)
     assert np.isfinite(attribution.to_numpy()).all() and (attribution.to_numpy() > 0).all()
     assert np.isfinite(model.get_latent_representation()).all()
+    foreground = model.get_foreground_probability(modality="protein")
+    assert foreground.shape == (mdata.n_obs, adt.n_vars) and ((foreground > 0) & (foreground <= 1)).all().all()
+
+    # the background's form per modality; a misspelt form or modality is refused
+    free = rv.RegularizedMultimodalVI(mdata, n_hidden=16, ambient_background={"protein": "free"})
+    assert {m: free.module.observation_of(m).ambient_background for m in ("rna", "protein")} == {
+        "rna": "profile", "protein": "free"}
+    with pytest.raises(ValueError, match="'profile' or 'free', not 'fre'"):
+        rv.RegularizedMultimodalVI(mdata, ambient_background={"protein": "fre"})
+    with pytest.raises(KeyError, match="not modalities"):
+        rv.RegularizedMultimodalVI(mdata, ambient_background={"adt": "free"})

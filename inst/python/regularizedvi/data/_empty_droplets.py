@@ -19,7 +19,7 @@ from regularizedvi.data._backed import row_blocks
 def estimate_ambient_profile(raw, groupby: str | None = None, layer: str | None = None,
                              min_counts: int = C.EMPTY_DROPLET_MIN_COUNTS,
                              max_counts: int = C.EMPTY_DROPLET_MAX_COUNTS,
-                             min_droplets: int = C.EMPTY_DROPLET_MIN_DROPLETS) -> pd.DataFrame:
+                             min_droplets: int = C.EMPTY_DROPLET_MIN_DROPLETS, empty=None) -> pd.DataFrame:
     """Soup profile of each channel from the empty droplets of a raw count matrix.
 
     Parameters
@@ -38,6 +38,10 @@ def estimate_ambient_profile(raw, groupby: str | None = None, layer: str | None 
     min_droplets
         Fewer empty droplets than this in a group is an error: the matrix looks filtered
         (cells only) there (default 100).
+    empty
+        Optional boolean mask (or ``raw.obs`` column name) of the droplets known to be empty,
+        e.g. from hashing or genotypes (CITE-seq protein counts of empty droplets are in the
+        hundreds); replaces the count range.
 
     Returns
     -------
@@ -59,7 +63,18 @@ def estimate_ambient_profile(raw, groupby: str | None = None, layer: str | None 
     codes = np.asarray(groups.codes)
     totals = np.concatenate([np.asarray(block.sum(axis=1), dtype=np.float64).ravel()
                              for _, _, block in row_blocks(matrix)])
-    empty = (totals >= min_counts) & (totals <= max_counts)
+    if empty is None:
+        empty = (totals >= min_counts) & (totals <= max_counts)
+        what = f"with {min_counts}-{max_counts} counts"
+    else:
+        values = np.asarray(raw.obs[empty] if isinstance(empty, str) else empty).ravel()
+        if values.dtype != bool:
+            raise TypeError(f"empty must be a boolean mask (or the name of a boolean obs column), not of dtype "
+                            f"{values.dtype}: compare first, e.g. empty=raw.obs['droplet'] == 'empty'.")
+        empty = values
+        if empty.size != raw.n_obs:
+            raise ValueError(f"empty has {empty.size} values for {raw.n_obs} droplets.")
+        what = "marked empty"
     sums = np.zeros((len(names), raw.n_vars))
     for start, stop, block in row_blocks(matrix):
         rows = np.flatnonzero(empty[start:stop])
@@ -73,7 +88,7 @@ def estimate_ambient_profile(raw, groupby: str | None = None, layer: str | None 
     for name, n, total in zip(names, n_empty, sums.sum(1)):
         if n < min_droplets or total == 0:
             raise ValueError(
-                f"Only {n} droplet(s) with {min_counts}-{max_counts} counts in {name!r} "
+                f"Only {n} droplet(s) {what} in {name!r} "
                 f"(median total of its barcodes: {np.median(totals[codes == names.index(name)]):.0f}): this "
                 "looks like a filtered matrix (cells only). Pass the raw (unfiltered) matrix with every "
                 "barcode, e.g. 10x's raw_feature_bc_matrix.h5 (scanpy.read_10x_h5), or adjust max_counts."

@@ -99,10 +99,13 @@ def modality_statistics(manager: AnnDataManager, registry_key: str) -> ModalityS
     )
 
 
-def ambient_options(ambient_background: str, ambient_cell_scale, native_share_penalty) -> dict:
-    """The checked ambient-background arguments of a model (its ``_init_kwargs`` and module's)."""
-    if ambient_background not in ("profile", "free"):
-        raise ValueError(f"ambient_background must be 'profile' or 'free', not {ambient_background!r}.")
+def ambient_options(ambient_background, ambient_cell_scale, native_share_penalty) -> dict:
+    """The checked ambient-background arguments of a model (its ``_init_kwargs`` and module's);
+    ``ambient_background`` is one form or (multimodal) a dict of forms per modality."""
+    forms = ambient_background.values() if isinstance(ambient_background, dict) else [ambient_background]
+    for form in forms:
+        if form not in ("profile", "free"):
+            raise ValueError(f"ambient_background must be 'profile' or 'free', not {form!r}.")
     penalty = float(native_share_penalty)
     if not np.isfinite(penalty) or penalty < 0:
         raise ValueError(f"native_share_penalty must be a number >= 0, got {native_share_penalty!r}.")

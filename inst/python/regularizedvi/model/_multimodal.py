@@ -66,9 +66,15 @@ class RegularizedMultimodalVI(ModalityAttributionMixin, RegularizedModelBase):
         Bool or dict per modality. Default: on for ATAC-like modality names only.
     regularise_background
         Add the Gamma(1, 100) prior on the backgrounds to the loss (default False).
-    ambient_background, ambient_cell_scale, native_share_penalty
-        The background of every modality that has one, as in
-        :class:`AmbientRegularizedSCVI` (defaults ``"profile"``, True, 0.17).
+    ambient_background
+        The form of each modality's background, ``"profile"`` or ``"free"`` as in
+        :class:`AmbientRegularizedSCVI`, one for all or a dict per modality (default
+        ``"profile"`` for every modality). For protein (ADT), give the empty droplets'
+        profile as ``ambient_profile={"adt": ...}``: without it neither form identifies the
+        protein background well (see docs/multimodal.md).
+    ambient_cell_scale, native_share_penalty
+        As in :class:`AmbientRegularizedSCVI` (defaults True, 0.17), for every modality
+        with a background.
     ambient_profile
         Optional dict ``{modality: DataFrame}`` of measured soups (features x ambient
         categories), e.g. the ADT counts of empty droplets
@@ -97,7 +103,7 @@ class RegularizedMultimodalVI(ModalityAttributionMixin, RegularizedModelBase):
         additive_background: bool | dict | None = None,
         feature_scaling: bool | dict | None = None,
         regularise_background: bool = C.REGULARISE_BACKGROUND,
-        ambient_background: str = C.AMBIENT_BACKGROUND,
+        ambient_background: str | dict | None = None,
         ambient_profile: dict | None = None,
         ambient_cell_scale: bool = C.AMBIENT_CELL_SCALE,
         native_share_penalty: float = C.NATIVE_SHARE_PENALTY,
@@ -107,7 +113,8 @@ class RegularizedMultimodalVI(ModalityAttributionMixin, RegularizedModelBase):
         if latent_mode not in C.LATENT_MODES:
             raise ValueError(f"latent_mode must be one of {C.LATENT_MODES}, got {latent_mode!r}.")
         names = self._registered_modalities()
-        ambient = ambient_options(ambient_background, ambient_cell_scale, native_share_penalty)
+        forms = per_modality(ambient_background, names, lambda m: C.AMBIENT_BACKGROUND, "ambient_background", str)
+        ambient = ambient_options(forms, ambient_cell_scale, native_share_penalty)
         self._init_kwargs = {
             "n_hidden": n_hidden, "n_latent": n_latent, "n_layers": n_layers, "dropout_rate": dropout_rate,
             "latent_mode": latent_mode, "additive_background": additive_background,

@@ -330,6 +330,23 @@ class ModalityOutputsMixin:
         return self._stack_counts(parts, adata, modality)
 
     @torch.inference_mode()
+    def get_foreground_probability(self, adata=None, indices=None, gene_list: Sequence[str] | None = None,
+                                   batch_size: int | None = None, modality: str | None = None) -> pd.DataFrame:
+        """Per cell and feature, the probability that a count comes from the cell itself
+        rather than from the background: ``rho / (rho + s)`` at the cell's posterior mean
+        (totalVI's protein foreground probability; 1 for a modality without background).
+        A dense cells x features DataFrame: choose ``gene_list`` / ``indices`` on large data."""
+        name = self._modality(modality)
+        adata = self._validate_anndata(adata)
+        features = np.asarray(self._feature_names_of(adata, name))
+        mask = slice(None) if gene_list is None else np.isin(features, list(gene_list))
+        parts = []
+        for x, share, _, _ in self._ambient_shares(adata, indices, batch_size, modality):
+            values = torch.ones_like(x) if share is None else 1.0 - share
+            parts.append(values[:, mask].cpu().numpy())
+        return pd.DataFrame(np.concatenate(parts), index=self._cell_names(adata, indices), columns=features[mask])
+
+    @torch.inference_mode()
     def get_contamination_fraction(self, adata=None, indices=None, batch_size: int | None = None,
                                    modality: str | None = None) -> pd.Series:
         """Expected background share of each cell's counts, in [0, 1]:

@@ -86,7 +86,7 @@ class RegularizedMultimodalVAE(ModalityVAE):
         n_scaling_cats_per_key: dict[str, Sequence[int] | None] | None = None,
         n_dispersion_groups: int = 1,
         regularise_background: bool = C.REGULARISE_BACKGROUND,
-        ambient_background: str = C.AMBIENT_BACKGROUND,
+        ambient_background: str | dict = C.AMBIENT_BACKGROUND,
         ambient_cell_scale: bool = C.AMBIENT_CELL_SCALE,
         native_share_penalty: float = C.NATIVE_SHARE_PENALTY,
     ):
@@ -153,7 +153,8 @@ class RegularizedMultimodalVAE(ModalityVAE):
             m: CountObservationModel(
                 n_input[m], n_ambient_cats_per_key[m], n_scaling_cats_per_key[m], n_dispersion_groups,
                 library_log_means[m], library_log_vars[m], regularise_background,
-                ambient_background=ambient_background,
+                ambient_background=(ambient_background[m] if isinstance(ambient_background, dict)
+                                    else ambient_background),
             )
             for m in names
         })
