@@ -108,7 +108,7 @@
 #' @details Categorical covariates (`batch`, `ambient`, `nn.conditioning`,
 #'   `feature.scaling`, `dispersion`, `library.size`, `encoder.covariates`) are
 #'   factor, character, logical or whole-number columns. A numeric column with
-#'   non-whole values, or with more distinct values than 100 or than half of
+#'   non-whole values, or with more distinct values than 50 or than half of
 #'   the cells (e.g. `nCount_RNA`), is refused: convert it explicitly with
 #'   `obj$col <- factor(obj$col)` if it really holds groups.
 #'

@@ -59,8 +59,10 @@
 # Numeric columns with many distinct values are measurements (nCount_RNA, percent.mt),
 # not groups: refused as categorical covariates unless the user makes them a factor or
 # character column. The bound: non-whole values, or more distinct values than
-# .max_numeric_levels or than half of the cells.
-.max_numeric_levels <- 100
+# .max_numeric_levels or than half of the cells: the rule of the Python core, applied here
+# before Python starts (.max_numeric_levels = MAX_NUMERIC_CATEGORIES in
+# inst/python/regularizedvi/_constants.py; tests/testthat/test-validate.R checks they agree).
+.max_numeric_levels <- 50
 
 .check_numeric_categorical <- function(values, col) {
   if (!is.numeric(values)) return(invisible(TRUE))

@@ -75,6 +75,12 @@ def test_continuous_column_is_refused_as_a_batch():
     adata.obs["fraction"] = np.linspace(0, 1, adata.n_obs)
     with pytest.raises(ValueError, match="'fraction' is numeric with non-integer values"):
         rv.AmbientRegularizedSCVI.setup_anndata(adata, nn_conditioning_covariate_keys=["fraction"])
+    adata.obs["half"] = np.repeat(np.arange(40), 3)  # whole numbers, but 40 groups of 3 cells: accepted
+    rv.AmbientRegularizedSCVI.setup_anndata(adata, batch_key="half")
+    small = adata[:60].copy()  # fewer than 2 cells per group: more groups than half of the cells
+    small.obs["over_half"] = np.concatenate([np.arange(31), np.zeros(29)])
+    with pytest.raises(ValueError, match="'over_half' is numeric with 31 distinct values in 60 cells"):
+        rv.AmbientRegularizedSCVI.setup_anndata(small, batch_key="over_half")
     adata.obs["sample_number"] = np.repeat([1, 2, 3, 4], 30)  # a numeric code with few values: a category
     rv.AmbientRegularizedSCVI.setup_anndata(adata, batch_key="sample_number")
     adata.obs["total"] = adata.obs["total"].astype("category")  # explicitly categorical: accepted

@@ -109,7 +109,9 @@ test_that("numeric columns with many values are refused as categorical covariate
   expect_error(runRegularizedVI(synthetic_sce(), batch = "score"),
                "Column 'score' is numeric with 60 distinct values (not whole numbers) for 60 cells",
                fixed = TRUE)
-  # the bound: more distinct whole values than half of the cells (or than 100)
+  # the bound: more distinct whole values than half of the cells (or than 50), as in Python
+  expect_identical(as.integer(reticulate::import("regularizedvi._constants")$MAX_NUMERIC_CATEGORIES),
+                   as.integer(regularizedvi:::.max_numeric_levels))
   obj$forty <- rep(1:40, 2)
   obj$forty_one <- c(1:41, rep(1, 39))
   expect_error(as.AnnData(obj, categorical = "forty_one"),

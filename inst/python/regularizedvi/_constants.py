@@ -119,8 +119,10 @@ CUDA_GRAPH_WARMUP_STEPS = 3
 # How many stored values the count check reads (all of them up to this, a seeded sample beyond).
 COUNT_CHECK_MAX_VALUES = 10_000_000
 # A numeric (not categorical) obs column given as a categorical covariate is refused as a
-# continuous measurement when it has non-integer values or more distinct values than this;
-# convert it to a categorical explicitly if it really is one.
+# continuous measurement when it has non-integer values or more distinct values than this
+# (or than half of the cells); convert it to a categorical explicitly if it really is one.
+# The R package applies the same rule before Python starts (R/validate.R,
+# .max_numeric_levels; a test checks the two agree).
 MAX_NUMERIC_CATEGORIES = 50
 # Global parameters (background, feature scaling, dispersion) are few and pooled over all
 # cells, but Adam moves any parameter by about `lr` per step: they get a larger step so

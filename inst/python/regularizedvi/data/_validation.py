@@ -158,7 +158,8 @@ def _check_not_continuous(column: pd.Series, key: str, argument: str) -> None:
     """Refuse a numeric column that looks continuous as a categorical covariate.
 
     A numeric (not categorical, not boolean) column is taken for a measurement when it has
-    non-integer values or more than ``C.MAX_NUMERIC_CATEGORIES`` distinct values: each
+    non-integer values or more distinct values than ``C.MAX_NUMERIC_CATEGORIES`` or than
+    half of the cells (fewer than two cells per group on average): each
     value would become a group of its own (e.g. ``nCount_RNA`` as a batch gives one
     ambient profile per handful of cells). A categorical or string column is always
     accepted, so a numeric code that really is a category passes once converted.
@@ -169,7 +170,7 @@ def _check_not_continuous(column: pd.Series, key: str, argument: str) -> None:
     values = column.to_numpy(dtype=float)
     n_distinct = int(pd.unique(values).size)
     fractional = not np.all(values == np.round(values))
-    if fractional or n_distinct > C.MAX_NUMERIC_CATEGORIES:
+    if fractional or n_distinct > min(C.MAX_NUMERIC_CATEGORIES, values.size / 2):
         what = "non-integer values" if fractional else f"{n_distinct} distinct values"
         raise ValueError(
             f"{argument}: column '{key}' is numeric with {what} in {values.size} cells: it looks like a "
