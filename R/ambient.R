@@ -56,6 +56,55 @@ getAmbientCorrectedCounts <- function(model, name = "regularizedvi", modality = 
   .csr_to_dgc(csr, mod$features, model$cells)
 }
 
+#' Foreground probability of each count (totalVI-style, per cell and protein)
+#'
+#' Per cell and feature, the probability that a count comes from the cell
+#' itself rather than from the ambient background: `rho / (rho + s)` at the
+#' cell's posterior mean, where `rho` is the cell's own signal and `s` the
+#' background of its ambient group (with the cell's background scale). This
+#' is totalVI's per-cell, per-protein foreground probability: for CITE-seq
+#' protein (a multimodal model's `"ADT"` modality) values near 0 mark a
+#' protein whose counts in that cell are background (isotype controls,
+#' proteins the cell does not carry), near 1 a protein the cell expresses.
+#' It is 1 everywhere for a modality without background. It is the same
+#' share as [getAmbientCorrectedCounts()] / observed counts, but defined for
+#' every feature and cell, zero counts included.
+#'
+#' Give the model the empty droplets' profile (`ambient.profile =`, see
+#' [EstimateAmbientProfile()]) for protein: with the cells' mean profile as
+#' background shape the probabilities say little.
+#'
+#' @inheritParams getNormalizedExpression
+#' @param features Features to return, in this order (default: all of the
+#'   modality's).
+#' @return A dense features x cells matrix (the orientation of
+#'   [getNormalizedExpression()]) of values in \[0, 1\], with dimnames. It
+#'   is dense: on RNA pass `features`.
+#' @seealso [getContaminationFraction()] for the per-cell background share.
+#' @examples
+#' \dontrun{
+#' soup <- EstimateAmbientProfile(adt_raw, empty = droplet_class == "empty")
+#' cbmc <- RunRegularizedMultimodalVI(cbmc, assays = c("RNA", "ADT"),
+#'                                    ambient.profile = list(ADT = soup))
+#' fg <- getForegroundProbability(cbmc, modality = "ADT", name = "regularizedmultivi")
+#' }
+#' @export
+getForegroundProbability <- function(model, features = NULL, modality = NULL,
+                                     name = "regularizedvi") {
+  model <- getRegularizedVIModel(model, name)
+  mod <- .modality_of(model, modality)
+  args <- list(modality = mod$py)
+  if (!is.null(features)) {
+    features <- .check_features(features, mod)
+    args$gene_list <- reticulate::r_to_py(as.list(features))
+  }
+  df <- .py_call(do.call(model$py$get_foreground_probability, args),
+                 "Computing the foreground probability failed")
+  values <- .features_by_cells(df)
+  if (!is.null(features)) values <- values[features, , drop = FALSE]
+  values
+}
+
 # A cells x genes scipy CSR is a genes x cells CSC: read its arrays into a dgCMatrix.
 .csr_to_dgc <- function(csr, genes, cells) {
   csr <- csr$tocsr()

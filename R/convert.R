@@ -241,7 +241,7 @@ as.AnnData <- function(object, assay = NULL, layer = "counts", assay.type = "cou
     columns[[col]] <- reticulate::np_array(as.double(values), dtype = "float64")
   }
   pd <- .py_module("pandas")
-  index <- pd$Index(reticulate::r_to_py(as.list(as.character(cells))), dtype = "object")
+  index <- .py_index(cells)
   if (!length(columns)) return(pd$DataFrame(index = index))
   data <- reticulate::py_dict(names(columns), unname(columns), convert = FALSE)
   pd$DataFrame(data = data, index = index)
@@ -278,7 +278,14 @@ as.AnnData <- function(object, assay = NULL, layer = "counts", assay.type = "cou
   pd <- .py_module("pandas")
   csc <- reticulate::r_to_py(counts)        # genes x cells, scipy CSC, no densifying
   x <- csc$T$tocsr()                         # cells x genes CSR (the transpose of a CSC is a CSR)
-  var <- pd$DataFrame(index = pd$Index(reticulate::r_to_py(as.list(rownames(counts))),
-                                       dtype = "object"))
+  var <- pd$DataFrame(index = .py_index(rownames(counts)))
   .py_call(ad$AnnData(X = x, obs = obs, var = var), "Building the AnnData failed")
+}
+
+# Names as a pandas Index of str. A character vector crosses as one list (a million names in
+# 0.1 s; as.list() converts them one by one, about 40 s); one name must be wrapped in a list.
+.py_index <- function(names) {
+  names <- as.character(names)
+  values <- if (length(names) == 1) list(names) else names
+  .py_module("pandas")$Index(reticulate::r_to_py(values), dtype = "object")
 }

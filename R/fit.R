@@ -15,7 +15,11 @@
 #' @param ... Further arguments of [regularizedviModel()]: `feature.scaling`,
 #'   `dispersion`, `library.size`, `encoder.covariates`,
 #'   `continuous.covariates`, `features`, `n.hidden`, `n.latent`, `n.layers`,
-#'   `dropout.rate`.
+#'   `dropout.rate`, `ambient.background`.
+#' @param ambient.profile Optional measured soup (features x ambient
+#'   categories, from [EstimateAmbientProfile()] on the raw matrix of the same
+#'   run(s)): the background's shape, so that only its amount is learned; see
+#'   [regularizedviModel()].
 #' @param assay Assay with raw counts (default `"RNA"`).
 #' @param layer Layer / slot with raw counts (default `"counts"`). On a Seurat
 #'   5 assay split into `counts.<group>` layers (`split(obj[["RNA"]], f = ...)`),
@@ -43,7 +47,8 @@
 #' }
 #' @export
 RunRegularizedVI <- function(object, batch = NULL, ambient = NULL, nn.conditioning = NULL, ...,
-                             assay = "RNA", layer = "counts", reduction.name = "regularizedvi",
+                             ambient.profile = NULL, assay = "RNA", layer = "counts",
+                             reduction.name = "regularizedvi",
                              reduction.key = "rvi_",
                              contamination.column = "regularizedvi_contamination",
                              max.epochs = NULL, accelerator = "auto", devices = "auto",
@@ -52,8 +57,8 @@ RunRegularizedVI <- function(object, batch = NULL, ambient = NULL, nn.conditioni
              max.epochs = max.epochs, batch.size = batch.size, accelerator = accelerator,
              devices = devices, progress = progress, seed = seed)
   model <- regularizedviModel(object, batch = batch, ambient = ambient,
-                              nn.conditioning = nn.conditioning, ..., assay = assay, layer = layer,
-                              seed = seed)
+                              nn.conditioning = nn.conditioning, ...,
+                              ambient.profile = ambient.profile, assay = assay, layer = layer, seed = seed)
   trainRegularizedVI(model, max.epochs = max.epochs, accelerator = accelerator, devices = devices,
                      batch.size = batch.size, progress = progress)
   object <- .attach_seurat_reduction(object, model, assay, reduction.name, reduction.key)
@@ -114,7 +119,8 @@ RunRegularizedVI <- function(object, batch = NULL, ambient = NULL, nn.conditioni
 #' }
 #' @export
 runRegularizedVI <- function(x, batch = NULL, ambient = NULL, nn.conditioning = NULL, ...,
-                             name = "regularizedvi", assay.type = "counts",
+                             ambient.profile = NULL, name = "regularizedvi",
+                             assay.type = "counts",
                              contamination.column = "regularizedvi_contamination",
                              max.epochs = NULL, accelerator = "auto", devices = "auto",
                              batch.size = 128, progress = TRUE, seed = 0) {
@@ -122,8 +128,8 @@ runRegularizedVI <- function(x, batch = NULL, ambient = NULL, nn.conditioning = 
              max.epochs = max.epochs, batch.size = batch.size, accelerator = accelerator,
              devices = devices, progress = progress, seed = seed)
   model <- regularizedviModel(x, batch = batch, ambient = ambient,
-                              nn.conditioning = nn.conditioning, ..., assay.type = assay.type,
-                              seed = seed)
+                              nn.conditioning = nn.conditioning, ...,
+                              ambient.profile = ambient.profile, assay.type = assay.type, seed = seed)
   trainRegularizedVI(model, max.epochs = max.epochs, accelerator = accelerator, devices = devices,
                      batch.size = batch.size, progress = progress)
   x <- .attach_sce_reduction(x, model, name)

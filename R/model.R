@@ -104,6 +104,16 @@
 #'   no dropout.
 #' @param seed Random seed set in scvi-tools before the weights are initialised
 #'   (a whole number >= 0; `NULL`: leave it).
+#' @param ambient.profile Optional measured soup: a data.frame of features
+#'   (row names) x ambient categories, e.g. from [EstimateAmbientProfile()] on
+#'   the raw (unfiltered) matrix of the same run(s). It fixes the shape of the
+#'   background, so that only its amount is learned (default `NULL`: each
+#'   category's cells' mean profile). Features are matched by name (every
+#'   model gene must be there; extra ones are ignored); columns by ambient
+#'   category (`batch` / `ambient` values), or one column for all.
+#' @param ambient.background Form of the background: `"profile"` (the
+#'   default: a fixed profile times a learned amount and a per-cell scale) or
+#'   `"free"` (a learned value per gene and category).
 #'
 #' @details Categorical covariates (`batch`, `ambient`, `nn.conditioning`,
 #'   `feature.scaling`, `dispersion`, `library.size`, `encoder.covariates`) are
@@ -131,9 +141,12 @@ regularizedviModel <- function(object, batch = NULL, ambient = NULL, nn.conditio
                                encoder.covariates = NULL, continuous.covariates = NULL,
                                assay = NULL, layer = "counts", assay.type = "counts",
                                features = NULL, n.hidden = 128, n.latent = 10, n.layers = 1,
-                               dropout.rate = 0.1, seed = 0) {
+                               dropout.rate = 0.1, seed = 0, ambient.profile = NULL,
+                               ambient.background = NULL) {
   net <- .check_args(n.hidden = n.hidden, n.latent = n.latent, n.layers = n.layers,
                      dropout.rate = dropout.rate, seed = seed)
+  .check_profile(ambient.profile)
+  form <- .background_form(ambient.background)
   parts <- .extract_counts_and_meta(object, assay = assay, layer = layer, assay.type = assay.type)
   covariates <- .default_batch(list(
     batch = batch, ambient = ambient, nn.conditioning = nn.conditioning,
@@ -142,15 +155,18 @@ regularizedviModel <- function(object, batch = NULL, ambient = NULL, nn.conditio
   ), parts$meta, parts$layers)
   setup_args <- .setup_args(covariates)
   columns <- .setup_columns(setup_args)
+  .check_profile_features(ambient.profile, if (is.null(features)) rownames(parts$counts) else features)
   adata <- .parts_to_anndata(parts, features = features, categorical = columns$categorical,
                              continuous = columns$continuous)
   rv <- .py_module("regularizedvi")
   .py_call(do.call(rv$AmbientRegularizedSCVI$setup_anndata, c(list(adata), setup_args)),
            "Setting up the data failed")
   .set_seed(net$seed)
-  py <- .py_call(rv$AmbientRegularizedSCVI(adata, n_hidden = net$n.hidden, n_latent = net$n.latent,
-                                           n_layers = net$n.layers, dropout_rate = net$dropout.rate),
-                 "Building the model failed")
+  model_args <- list(adata, n_hidden = net$n.hidden, n_latent = net$n.latent,
+                     n_layers = net$n.layers, dropout_rate = net$dropout.rate,
+                     ambient_profile = .profile_to_py(ambient.profile))
+  if (!is.null(form)) model_args$ambient_background <- form
+  py <- .py_call(do.call(rv$AmbientRegularizedSCVI, model_args), "Building the model failed")
   .model_from_py(py, adata)
 }
 

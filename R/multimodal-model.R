@@ -24,6 +24,15 @@
 #'   latent = their concatenation, default), `"weighted_mean"` (one shared
 #'   latent mixing the modalities' posteriors; equal `n.latent` needed) or
 #'   `"single_encoder"` (one encoder on all modalities).
+#' @param ambient.profile Optional measured soups per modality: a named list
+#'   of data.frames (features x ambient categories, e.g. from
+#'   [EstimateAmbientProfile()] on the empty droplets), e.g.
+#'   `list(ADT = adt_soup)`; modalities not named keep their cells' mean
+#'   profile. For protein (ADT) give it: the cells' mean profile does not
+#'   identify the protein background (isotype controls barely change).
+#' @param ambient.background Form of each modality's background, `"profile"`
+#'   (default) or `"free"`: one for all, or a named list per modality (e.g.
+#'   `list(ADT = "free")`).
 #' @return A `regularizedviMultimodalModel` (also a `regularizedviModel`): a
 #'   list with the Python model (`py`), its MuData (`mdata`), the cell names,
 #'   the features per modality (`features`) and the setup arguments.
@@ -45,12 +54,17 @@ regularizedviMultimodalModel <- function(object, assays = NULL, altexps = NULL, 
                                          dropout.rate = 0.1,
                                          latent.mode = c("concatenation", "weighted_mean",
                                                          "single_encoder"),
-                                         seed = 0) {
+                                         seed = 0, ambient.profile = NULL,
+                                         ambient.background = NULL) {
   latent.mode <- match.arg(latent.mode)
   net <- .check_args(n.hidden = n.hidden, n.latent = n.latent, n.layers = n.layers,
                      dropout.rate = dropout.rate, seed = seed)
   parts <- .multimodal_parts(object, assays = assays, layer = layer, altexps = altexps,
                              main.name = main.name, assay.type = assay.type)
+  .check_profiles(ambient.profile, names(parts$counts), lapply(
+    stats::setNames(nm = names(parts$counts)),
+    function(m) if (is.null(features[[m]])) rownames(parts$counts[[m]]) else features[[m]]))
+  form <- .background_form(ambient.background, names(parts$counts))
   covariates <- .default_batch(list(
     batch = batch, ambient = ambient, nn.conditioning = nn.conditioning,
     feature.scaling = feature.scaling, dispersion = dispersion, library.size = library.size,
@@ -72,12 +86,12 @@ regularizedviMultimodalModel <- function(object, assays = NULL, altexps = NULL, 
                    c(list(mdata, modalities = modalities), setup_args)),
            "Setting up the data failed")
   .set_seed(net$seed)
-  py <- .py_call(rv$RegularizedMultimodalVI(mdata, n_hidden = .per_modality(net$n.hidden, mods, "n.hidden"),
-                                            n_latent = .per_modality(net$n.latent, mods, "n.latent"),
-                                            n_layers = net$n.layers,
-                                            dropout_rate = net$dropout.rate,
-                                            latent_mode = latent.mode),
-                 "Building the model failed")
+  model_args <- list(mdata, n_hidden = .per_modality(net$n.hidden, mods, "n.hidden"),
+                     n_latent = .per_modality(net$n.latent, mods, "n.latent"),
+                     n_layers = net$n.layers, dropout_rate = net$dropout.rate,
+                     latent_mode = latent.mode, ambient_background = form,
+                     ambient_profile = .profiles_to_py(ambient.profile, mods))
+  py <- .py_call(do.call(rv$RegularizedMultimodalVI, model_args), "Building the model failed")
   .multimodal_model_from_py(py, mdata)
 }
 

@@ -17,6 +17,10 @@
 #'   `n.hidden`, `n.latent`, `features`, ...).
 #' @param latent.mode `"concatenation"` (default), `"weighted_mean"` or
 #'   `"single_encoder"`, see [regularizedviMultimodalModel()].
+#' @param ambient.profile Optional measured soups, a named list per modality
+#'   (e.g. `list(ADT = EstimateAmbientProfile(adt_raw, empty = ...))`), see
+#'   [regularizedviMultimodalModel()]; `ambient.background` (in `...`) sets
+#'   each modality's background form.
 #' @param layer Layer / slot with raw counts (default `"counts"`).
 #' @param reduction.name Name of the new reduction (default
 #'   `"regularizedmultivi"`).
@@ -39,6 +43,7 @@
 #' }
 #' @export
 RunRegularizedMultimodalVI <- function(object, assays = c("RNA", "ADT"), batch = NULL, ...,
+                                       ambient.profile = NULL,
                                        latent.mode = "concatenation", layer = "counts",
                                        reduction.name = "regularizedmultivi",
                                        reduction.key = "rmvi_",
@@ -49,7 +54,8 @@ RunRegularizedMultimodalVI <- function(object, assays = c("RNA", "ADT"), batch =
              max.epochs = max.epochs, batch.size = batch.size, accelerator = accelerator,
              devices = devices, progress = progress, seed = seed)
   model <- regularizedviMultimodalModel(object, assays = assays, batch = batch, ...,
-                                        layer = layer, latent.mode = latent.mode, seed = seed)
+                                        ambient.profile = ambient.profile, layer = layer,
+                                        latent.mode = latent.mode, seed = seed)
   trainRegularizedVI(model, max.epochs = max.epochs, accelerator = accelerator, devices = devices,
                      batch.size = batch.size, progress = progress)
   object <- .attach_seurat_reduction(object, model, model$mod_keys[[1]], reduction.name,
@@ -86,7 +92,7 @@ RunRegularizedMultimodalVI <- function(object, assays = c("RNA", "ADT"), batch =
 #' }
 #' @export
 runRegularizedMultimodalVI <- function(x, altexps = NULL, batch = NULL, ...,
-                                       latent.mode = "concatenation",
+                                       ambient.profile = NULL, latent.mode = "concatenation",
                                        name = "regularizedmultivi", main.name = NULL,
                                        assay.type = "counts",
                                        contamination.column = "regularizedvi_contamination",
@@ -96,8 +102,8 @@ runRegularizedMultimodalVI <- function(x, altexps = NULL, batch = NULL, ...,
              max.epochs = max.epochs, batch.size = batch.size, accelerator = accelerator,
              devices = devices, progress = progress, seed = seed)
   model <- regularizedviMultimodalModel(x, altexps = altexps, batch = batch, ...,
-                                        main.name = main.name, assay.type = assay.type,
-                                        latent.mode = latent.mode, seed = seed)
+                                        ambient.profile = ambient.profile, main.name = main.name,
+                                        assay.type = assay.type, latent.mode = latent.mode, seed = seed)
   trainRegularizedVI(model, max.epochs = max.epochs, accelerator = accelerator, devices = devices,
                      batch.size = batch.size, progress = progress)
   x <- .attach_sce_reduction(x, model, name)

@@ -22,6 +22,17 @@
   list(py = NULL, name = NULL, features = model$genes, mod_key = NULL)
 }
 
+# `features =` of an output: unique names, all of the modality's.
+.check_features <- function(features, mod) {
+  features <- unique(as.character(features))
+  missing <- setdiff(features, mod$features)
+  if (length(missing) || !length(features)) {
+    stop(length(missing), " of `features` are not the model's ", .features_word(mod), " (e.g. ",
+         paste(utils::head(missing, 5), collapse = ", "), ").", call. = FALSE)
+  }
+  features
+}
+
 # "genes", or "features of modality 'ADT'", for messages.
 .features_word <- function(mod) {
   if (is.null(mod$name)) "genes" else paste0("features of modality '", mod$name, "'")
@@ -60,18 +71,12 @@ getNormalizedExpression <- function(model, library.size = 1, name = "regularized
   args <- list(library_size = as.numeric(library.size), return_numpy = FALSE, return_mean = TRUE,
                modality = mod$py, ...)
   if (!is.null(features)) {
-    features <- unique(as.character(features))
-    missing <- setdiff(features, mod$features)
-    if (length(missing) || !length(features)) {
-      stop(length(missing), " of `features` are not the model's ", .features_word(mod), " (e.g. ",
-           paste(utils::head(missing, 5), collapse = ", "), ").", call. = FALSE)
-    }
+    features <- .check_features(features, mod)
     args$gene_list <- reticulate::r_to_py(as.list(features))
   }
   df <- .py_call(do.call(model$py$get_normalized_expression, args),
                  "Computing the normalized expression failed")
-  values <- t(reticulate::py_to_r(df$to_numpy(dtype = "float64")))
-  dimnames(values) <- list(.py_names(df$columns), .py_names(df$index))
+  values <- .features_by_cells(df)
   if (!is.null(features)) values <- values[features, , drop = FALSE]
   values
 }
@@ -94,6 +99,13 @@ getAmbientProfile <- function(model, normalize = TRUE, name = "regularizedvi", m
   names(out) <- .py_names(df$columns)
   rownames(out) <- .py_names(df$index)
   out
+}
+
+# A cells x features pandas DataFrame as a dense features x cells matrix with dimnames.
+.features_by_cells <- function(df) {
+  values <- t(reticulate::py_to_r(df$to_numpy(dtype = "float64")))
+  dimnames(values) <- list(.py_names(df$columns), .py_names(df$index))
+  values
 }
 
 # A pandas Index as R character.

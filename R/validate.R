@@ -10,7 +10,10 @@
   n.latent = list(min = 1, null = FALSE),
   n.layers = list(min = 1, null = FALSE),
   seed = list(min = 0, null = TRUE),
-  dropout.rate = list(rate = TRUE, null = FALSE)
+  dropout.rate = list(rate = TRUE, null = FALSE),
+  min.counts = list(min = 0, null = FALSE),
+  max.counts = list(min = 0, null = FALSE),
+  min.droplets = list(min = 1, null = FALSE)
 )
 
 # Check the named arguments against .arg_rules; returns them as Python will get them
