@@ -30,6 +30,8 @@ tokens applied to the documented model (``AmbientRegularizedSCVI``, ``batch_key=
              (relu(x - N_n s_e), s detached; the library encoder still sees x): when the
              background is right the encoder's input carries no soup, so z has nothing of
              the sample's soup to encode
+  measured   the package's ``ambient_profile=``: the design's empty-droplet profiles (one
+             column per sample) given to the model as its soup shapes (designs that have one)
   percell    each cell's background is scaled by c_n = exp(h(x_n)) (a small network on
              log1p counts, starting at 0) with a LogNormal(0, PERCELL_SD) penalty: a
              per-cell contamination amount, so that z need not carry it
@@ -62,6 +64,7 @@ class Spec:
     dev: float = 0.0
     cleanenc: bool = False
     percell: bool = False
+    measured: bool = False
 
     def after_init(self, model, design) -> None:
         from _ambient_designs import mean_profiles
@@ -252,6 +255,9 @@ def _add_dev_prior(model, tau: float) -> None:
 
 def background_matrix(model) -> torch.Tensor:
     obs = model.module.observation
+    if not hasattr(obs, "soup_shape") and hasattr(obs, "background_table"):
+        with torch.no_grad():  # the package's own background (profile or free form)
+            return obs.background_table().detach().cpu()
     with torch.no_grad():
         s = torch.exp(obs.background_log)
         if hasattr(obs, "soup_shape"):
@@ -297,6 +303,8 @@ def build(variant: str) -> Spec:
             spec.percell = True
         elif token == "empty":
             spec.empty = True
+        elif token == "measured":
+            spec.measured = True
         else:
             raise ValueError(f"unknown variant token {token!r} in {variant!r}")
     return spec

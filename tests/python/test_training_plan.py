@@ -7,6 +7,7 @@ import numpy as np
 from scvi.train import TrainingPlan
 
 import regularizedvi as rv
+from regularizedvi import _constants as C
 from regularizedvi.model._training import RegularizedTrainingPlan
 
 from conftest import seed_everything
@@ -21,14 +22,15 @@ class PerStepLogging(RegularizedTrainingPlan):
     on_validation_epoch_end = pl.LightningModule.on_validation_epoch_end
 
 
-def _history(plan_cls, data_loader):
+def _history(plan_cls, data_loader, warmup=400):
     adata = rv.simulate_counts(n_cells=400, n_genes=200, n_batches=2, markers_per_type=10, seed=3)
     rv.AmbientRegularizedSCVI.setup_anndata(adata, batch_key="batch")
     seed_everything(0)
     model = rv.AmbientRegularizedSCVI(adata, n_hidden=16, n_latent=4)
     model._training_plan_cls = plan_cls
     model.train(max_epochs=3, train_size=0.75, check_val_every_n_epoch=1, batch_size=64,
-                enable_progress_bar=False, data_loader=data_loader)
+                enable_progress_bar=False, data_loader=data_loader,
+                plan_kwargs=None if warmup == "default" else {"n_epochs_kl_warmup": warmup})
     return model.history
 
 
@@ -45,6 +47,10 @@ def test_epoch_metrics_equal_scvi_tools_per_step_logging():
             np.testing.assert_allclose(a, b, rtol=1e-6, err_msg=key)
         # kl_weight: one value per epoch (the weight the epoch used), 0 at the first epoch
         np.testing.assert_allclose(ours["kl_weight"].to_numpy(np.float64).ravel(), [0.0, 1 / 400, 2 / 400], rtol=1e-6)
+    # the package's default: no warm-up, the KL weight is 1 from the first step
+    default = _history(RegularizedTrainingPlan, "fast", warmup="default")
+    assert C.N_EPOCHS_KL_WARMUP is None
+    np.testing.assert_allclose(default["kl_weight"].to_numpy(np.float64).ravel(), [1.0, 1.0, 1.0])
 
 
 def test_training_step_builds_no_validating_distribution(monkeypatch):
