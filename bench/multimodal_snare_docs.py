@@ -37,22 +37,40 @@ def umap_of(z, seed: int = 0):
     return umap.UMAP(n_neighbors=15, min_dist=0.3, random_state=seed, n_jobs=1).fit_transform(z)
 
 
-def scatter(ax, xy, labels, title, legend: bool):
+def colours_for(labels):
     import matplotlib.pyplot as plt
 
     cats = list(labels.cat.categories)
-    cmap = plt.get_cmap("tab20", 20)
-    colours = [cmap(i % 20) if i < 20 else plt.get_cmap("Dark2")(i - 20) for i in range(len(cats))]
+    palette = [plt.get_cmap("tab20")(i) for i in range(20)] + [plt.get_cmap("Dark2")(i) for i in range(8)]
+    return cats, [palette[i % len(palette)] for i in range(len(cats))]
+
+
+def scatter(ax, xy, labels, title):
+    cats, colours = colours_for(labels)
     codes = labels.cat.codes.to_numpy()
-    ax.scatter(xy[:, 0], xy[:, 1], c=[colours[c] for c in codes], s=1.0, linewidths=0, rasterized=True)
+    order = np.random.default_rng(0).permutation(len(codes))  # no category drawn on top of all others
+    ax.scatter(xy[order, 0], xy[order, 1], c=[colours[c] for c in codes[order]], s=0.8, linewidths=0,
+               rasterized=True)
     ax.set_title(title, fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])
-    if legend:
-        for i, c in enumerate(cats):
-            ax.scatter([], [], c=[colours[i]], s=12, label=c)
-        ax.legend(fontsize=6, markerscale=1.2, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5),
-                  ncol=1 if len(cats) <= 23 else 2, handletextpad=0.1)
+
+
+def draw_umaps(xy_rna, xy, labels, libs, latent_mode: str, path) -> None:
+    """Three UMAP panels and one legend of the cell types, to the right of the figure."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.9))
+    scatter(axes[0], xy_rna, labels, "RNA-only (AmbientRegularizedSCVI), cell types")
+    scatter(axes[1], xy, labels, f"joint RNA + ATAC ({latent_mode}), cell types")
+    scatter(axes[2], xy, libs, "joint RNA + ATAC, coloured by library")
+    cats, colours = colours_for(labels)
+    handles = [plt.Line2D([], [], marker="o", linestyle="", markersize=4, color=c) for c in colours]
+    fig.legend(handles, cats, fontsize=6.5, frameon=False, loc="center left", bbox_to_anchor=(0.865, 0.5),
+               ncol=1, handletextpad=0.1, labelspacing=0.25)
+    fig.subplots_adjust(left=0.01, right=0.86, bottom=0.02, top=0.92, wspace=0.04)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
 
 
 def main() -> None:
@@ -60,14 +78,15 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--latent-mode", default="concatenation")
     parser.add_argument("--kl-warmup", type=int, default=-1,
-                        help="n_epochs_kl_warmup; -1: none (KL weight 1 throughout)")
+                        help="n_epochs_kl_warmup; -1: none (KL weight 1 throughout, the package default)")
+    parser.add_argument("--save-arrays", default="",
+                        help="also write the latents, UMAP coordinates and attribution to this .npz")
     args = parser.parse_args()
     quiet()
     set_threads(1)
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     import regularizedvi as rv
     from regularizedvi.metrics import batch_mixing_entropy, knn_label_purity
@@ -114,16 +133,17 @@ def main() -> None:
             print(f"  {m} decoder: {row[:d_rna].sum() / row.sum():.0%} of its attribution on the RNA slice")
 
     xy_rna, xy = umap_of(z_rna), umap_of(z)
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.6), gridspec_kw={"width_ratios": [1, 1, 1]})
-    scatter(axes[0], xy_rna, labels, "RNA-only (AmbientRegularizedSCVI)", legend=False)
-    scatter(axes[1], xy, labels, f"joint RNA + ATAC ({args.latent_mode})", legend=True)
-    scatter(axes[2], xy, libs, "joint, coloured by library", legend=False)
-    fig.tight_layout()
-    fig.savefig(DOCS / "multimodal_snare_umap.png", dpi=90)
-    plt.close(fig)
+    draw_umaps(xy_rna, xy, labels, libs, args.latent_mode, DOCS / "multimodal_snare_umap.png")
+    if args.save_arrays:
+        np.savez(args.save_arrays, z_rna=z_rna, z=z, xy_rna=xy_rna, xy=xy, attribution=attribution.to_numpy(),
+                 labels=labels.to_numpy().astype(str), libraries=libs.to_numpy().astype(str))
 
     ax = rv.plot_modality_attribution(attribution)
     ax.set_title("SNARE-seq: decoder attribution (row / row max)", fontsize=9)
+    if args.latent_mode == "concatenation":
+        n = attribution.shape[1]
+        ax.axvline(d_rna - 0.5, color="white", linewidth=2)
+        ax.set_xlabel(f"latent dimension (z0-z{d_rna - 1}: RNA encoder's slice, z{d_rna}-z{n - 1}: ATAC encoder's slice)")
     ax.figure.tight_layout()
     ax.figure.savefig(DOCS / "multimodal_snare_attribution.png", dpi=90)
     for name in ("multimodal_snare_umap.png", "multimodal_snare_attribution.png"):
