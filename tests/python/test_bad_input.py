@@ -180,3 +180,16 @@ def test_zero_count_genes_train_with_a_warning_and_finite_outputs():
     assert np.isfinite(expression).all() and np.isfinite(model.get_latent_representation()).all()
     assert expression[:, [4, 7]].max() < expression.mean()
     np.testing.assert_allclose(expression.sum(1), 1.0, rtol=1e-4)
+
+
+def test_cell_positions_out_of_range_or_of_the_wrong_kind_are_refused():
+    adata = rv.simulate_counts(n_cells=60, n_genes=40, n_batches=2, n_cell_types=2, markers_per_type=5, seed=3)
+    rv.AmbientRegularizedSCVI.setup_anndata(adata, batch_key="batch")
+    model = rv.AmbientRegularizedSCVI(adata, n_hidden=8, n_latent=2)
+    with pytest.raises(IndexError, match=r"indices has 1 position\(s\) outside the data's 60 cells \(e.g. \[60\]\)"):
+        model.get_normalized_expression(indices=[0, 60])
+    with pytest.raises(TypeError, match="not a boolean mask: use np.flatnonzero"):
+        model.get_latent_representation(indices=np.ones(60, dtype=bool))
+    with pytest.raises(TypeError, match="cell positions"):
+        model.get_contamination_fraction(indices=["cell_0"])
+    assert model.get_latent_representation(indices=[3, 5]).shape == (2, 2)

@@ -19,6 +19,7 @@ import torch
 from scipy import sparse
 
 from regularizedvi.data import _keys as K
+from regularizedvi.model._utils import check_indices
 
 
 def shape_expression(chunks, library_size, return_mean, return_numpy, names, columns):
@@ -101,11 +102,15 @@ class ModalityOutputsMixin:
 
     def _minibatches(self, adata=None, indices=None, batch_size=None):
         adata = self._validate_anndata(adata)
+        if indices is not None:
+            check_indices(indices, adata.n_obs)
         loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size, shuffle=False)
         self.module.eval()
         return adata, loader
 
     def _cell_names(self, adata, indices):
+        if indices is not None:
+            check_indices(indices, adata.n_obs)
         return adata.obs_names if indices is None else adata.obs_names[np.asarray(indices)]
 
     def _nn_code_for(self, transform_batch) -> int:

@@ -170,3 +170,17 @@ def set_seed(seed: int) -> None:
         scvi.settings.seed = positive_int(seed, "seed", minimum=0)
     finally:
         seed_log.setLevel(level)
+
+
+def check_indices(indices, n_obs: int) -> None:
+    """Cell positions given as ``indices=``: whole numbers in ``[0, n_obs)`` (not names, not a
+    boolean mask of another length)."""
+    values = np.asarray(indices)
+    if values.dtype == bool:
+        raise TypeError(f"indices must be cell positions (integers), not a boolean mask: use np.flatnonzero(mask).")
+    if values.size and not np.issubdtype(values.dtype, np.integer):
+        raise TypeError(f"indices must be cell positions (integers in [0, {n_obs})), not {values.dtype} values "
+                        "(for cell names: np.flatnonzero(adata.obs_names.isin(names))).")
+    if values.size and (values.min() < 0 or values.max() >= n_obs):
+        bad = values[(values < 0) | (values >= n_obs)]
+        raise IndexError(f"indices has {bad.size} position(s) outside the data's {n_obs} cells (e.g. {bad[:5].tolist()}).")
