@@ -68,15 +68,17 @@ def negative_binomial_cell_sums(x: torch.Tensor, mu: torch.Tensor, dispersion: "
     flat = np.flatnonzero(x.detach().numpy())
     rows_np = flat // n_features
     rows, flat_t = torch.from_numpy(rows_np), torch.from_numpy(flat)
-    xv = x.reshape(-1)[flat_t]
+    # index_select, not advanced indexing: its backward is an index_add, where indexing's is
+    # an accumulating index_put that runs serially and slower with more threads
+    xv = x.reshape(-1).index_select(0, flat_t)
     if dispersion.groups is not None:
         cols = torch.from_numpy(flat - rows_np * n_features)
-        at = dispersion.groups[rows] * n_features + cols
-        th = dispersion.theta_table.reshape(-1)[at]
-        lgamma_th = dispersion.lgamma_table.reshape(-1)[at]
+        at = dispersion.groups.index_select(0, rows) * n_features + cols
+        th = dispersion.theta_table.reshape(-1).index_select(0, at)
+        lgamma_th = dispersion.lgamma_table.reshape(-1).index_select(0, at)
     else:
-        th = dispersion.theta.reshape(-1)[flat_t]
-        lgamma_th = dispersion.lgamma_theta.reshape(-1)[flat_t]
+        th = dispersion.theta.reshape(-1).index_select(0, flat_t)
+        lgamma_th = dispersion.lgamma_theta.reshape(-1).index_select(0, flat_t)
     sparse = torch.lgamma(xv + th) - lgamma_th - _log_factorial(xv)
     return dense.index_add(0, rows, sparse)
 
