@@ -61,7 +61,8 @@ def test_mean_combines_signal_background_and_scaling(mode):
     library = torch.tensor([[100.0], [10.0]])
     codes = torch.tensor([[1], [0]])
     scale = torch.tensor([[2.0], [0.5]])
-    mu = obs.mean(rho, library, codes, None, cell_scale=scale)
+    # as the training pass composes it (ModalityVAE.generative)
+    mu = obs.mean_from(rho, library, obs.background(codes, scale), obs.feature_scaling(None))
     # profile: s_e = a_e q_e with a_e at the initial fraction; free: the start is the same table
     s = 0.01 * profiles
     torch.testing.assert_close(obs.background_table(), s)

@@ -71,18 +71,10 @@ class ModalityAttributionMixin:
                     n_cells += z.shape[0]
                     for m in names:
                         library = torch.exp(out["ql"][m].loc)
-
-                        def mean_of(z_, m=m, library=library):
-                            return module.decode_mean(m, z_, library, **covs)
-
                         if method == "jvp":
                             sums[m] += _jvp_sums(module, m, z, library, covs, d)
-                            continue
-                        for j in range(d):
-                            direction = torch.zeros_like(z)
-                            direction[:, j] = 1.0
-                            tangent = (mean_of(z + eps * direction) - mean_of(z - eps * direction)) / (2 * eps)
-                            sums[m][j] += tangent.abs().sum().double().cpu()
+                        else:
+                            sums[m] += _finite_difference_sums(module, m, z, library, covs, d, eps)
         finally:
             module.train(was_training)
         values = np.stack([(sums[m] / (n_cells * module.observations[m].n_features)).numpy() for m in names])
@@ -121,6 +113,18 @@ def _jvp_sums(module, m: str, z: torch.Tensor, library: torch.Tensor, covs: dict
         basis = torch.eye(d, dtype=z.dtype, device=z.device).unsqueeze(1).expand(d, cells.shape[0], d)
         tangents = torch.func.vmap(lambda v: torch.func.jvp(mean_of, (cells,), (v,))[1])(basis)
         sums += tangents.abs().sum((1, 2)).double().cpu()
+    return sums
+
+
+def _finite_difference_sums(module, m: str, z, library, covs: dict, d: int, eps: float) -> torch.Tensor:
+    """The same sums from central differences ``(mu(z + eps e_j) - mu(z - eps e_j)) / (2 eps)``."""
+    sums = torch.zeros(d, dtype=torch.float64)
+    for j in range(d):
+        step = torch.zeros_like(z)
+        step[:, j] = eps
+        tangent = (module.decode_mean(m, z + step, library, **covs)
+                   - module.decode_mean(m, z - step, library, **covs)) / (2 * eps)
+        sums[j] = tangent.abs().sum().double().cpu()
     return sums
 
 

@@ -108,9 +108,7 @@ class ModalityOutputsMixin:
         self.module.eval()
         return adata, loader
 
-    def _cell_names(self, adata, indices):
-        if indices is not None:
-            check_indices(indices, adata.n_obs)
+    def _cell_names(self, adata, indices):  # indices already checked by _minibatches
         return adata.obs_names if indices is None else adata.obs_names[np.asarray(indices)]
 
     def _nn_code_for(self, transform_batch) -> int:

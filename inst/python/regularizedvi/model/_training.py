@@ -182,8 +182,9 @@ class RegularizedTrainingMixin:
         plan_kwargs
             Training-plan options (``lr`` default 1e-3, ``weight_decay`` default 1e-6;
             0 for a query model so that frozen reference weights do not decay,
-            ``n_epochs_kl_warmup`` default None: no KL warm-up, an int warms up over that many epochs, ``global_lr_multiplier`` default 10:
-            the step-size factor of background, feature scaling and dispersion).
+            ``n_epochs_kl_warmup`` default None: no KL warm-up, an int warms up over that
+            many epochs; ``global_lr_multiplier`` default 10: the step-size factor of
+            background, feature scaling and dispersion).
         data_loader
             ``"fast"``: counts held once in memory as CSR tensors on the training device,
             minibatches gathered and densified there

@@ -173,11 +173,11 @@ def set_seed(seed: int) -> None:
 
 
 def check_indices(indices, n_obs: int) -> None:
-    """Cell positions given as ``indices=``: whole numbers in ``[0, n_obs)`` (not names, not a
-    boolean mask of another length)."""
+    """Cell positions given as ``indices=``: integers in ``[0, n_obs)``; names and boolean
+    masks are refused with the conversion to use."""
     values = np.asarray(indices)
     if values.dtype == bool:
-        raise TypeError(f"indices must be cell positions (integers), not a boolean mask: use np.flatnonzero(mask).")
+        raise TypeError("indices must be cell positions (integers), not a boolean mask: use np.flatnonzero(mask).")
     if values.size and not np.issubdtype(values.dtype, np.integer):
         raise TypeError(f"indices must be cell positions (integers in [0, {n_obs})), not {values.dtype} values "
                         "(for cell names: np.flatnonzero(adata.obs_names.isin(names))).")

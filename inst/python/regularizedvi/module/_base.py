@@ -123,7 +123,9 @@ class ModalityVAE(BaseModuleClass):
 
     def decode_mean(self, name: str, z, library, nn_covs=None, continuous_covs=None, ambient_covs=None,
                     scaling_covs=None) -> torch.Tensor:
-        """Expected counts ``mu = l (rho + s) y`` of modality ``name``; ``library``: ``(n, 1)``."""
+        """Expected counts ``mu = l (rho + s) y`` of modality ``name``; ``library``: ``(n, 1)``.
+        The background is at its group's level, without the per-cell scale (its derivative
+        with respect to ``z``, which the attribution reads, does not depend on it)."""
         rho = self.decode_rho(name, z, nn_covs, continuous_covs)
         return self.observation_of(name).mean(rho, library, ambient_covs, scaling_covs)
 

@@ -251,10 +251,11 @@ class CountObservationModel(nn.Module):
     def feature_scaling_values(self) -> torch.Tensor:
         return nn.functional.softplus(self.feature_scaling_raw) / C.FEATURE_SCALING_DIVISOR
 
-    def mean(self, rho, library, ambient_codes=None, scaling_codes=None, cell_scale=None) -> torch.Tensor:
-        """Expected counts ``l * (rho + c s) * y``; ``library`` is ``(n, 1)`` on count scale."""
-        return self.mean_from(rho, library, self.background(ambient_codes, cell_scale),
-                              self.feature_scaling(scaling_codes))
+    def mean(self, rho, library, ambient_codes=None, scaling_codes=None) -> torch.Tensor:
+        """Expected counts ``l * (rho + s) * y`` at the group's background level (no per-cell
+        scale: the training pass adds it, see ``ModalityVAE.generative``); ``library`` is
+        ``(n, 1)`` on count scale."""
+        return self.mean_from(rho, library, self.background(ambient_codes), self.feature_scaling(scaling_codes))
 
     @staticmethod
     def mean_from(rho, library, background=None, scaling=None) -> torch.Tensor:
