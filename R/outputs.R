@@ -22,13 +22,21 @@
   list(py = NULL, name = NULL, features = model$genes, mod_key = NULL)
 }
 
-# `features =` of an output: unique names, all of the modality's.
+# `features =` of an output: unique names, all of the modality's (checked here, so that the
+# message names R's objects; Python's gene_list check is the same).
 .check_features <- function(features, mod) {
   features <- unique(as.character(features))
+  where <- if (is.null(mod$name)) "getRegularizedVIModel(object, name)$genes" else
+    paste0("getRegularizedVIModel(object, name)$features[[\"", mod$name, "\"]]")
+  if (!length(features)) {
+    stop("`features` is empty: give some of the model's ", .features_word(mod), " (", where,
+         "), or NULL for all.", call. = FALSE)
+  }
   missing <- setdiff(features, mod$features)
-  if (length(missing) || !length(features)) {
+  if (length(missing)) {
     stop(length(missing), " of `features` are not the model's ", .features_word(mod), " (e.g. ",
-         paste(utils::head(missing, 5), collapse = ", "), ").", call. = FALSE)
+         paste(utils::head(missing, 5), collapse = ", "), if (length(missing) > 5) ", ...",
+         "): names must be among ", where, ".", call. = FALSE)
   }
   features
 }

@@ -135,6 +135,9 @@ def test_outputs_and_differential_expression(joint_model, multiome):
     assert np.allclose(expr.sum(1), 1.0, atol=1e-4)
     rna = joint_model.get_normalized_expression(modality="rna", indices=np.arange(10), return_numpy=True)
     assert rna.shape == (10, multiome["rna"].n_vars)
+    with pytest.raises(ValueError, match=r"1 name\(s\) .*\('nope'\): names must be among the var_names of "
+                                         r"modality 'atac' \(mdata.mod\['atac'\].var_names\)"):
+        joint_model.get_normalized_expression(modality="atac", gene_list=[multiome["atac"].var_names[0], "nope"])
     de = joint_model.differential_expression(groupby="p1", group1="P1_0", modality="rna")
     assert len(de) == multiome["rna"].n_vars and "bayes_factor" in de.columns
     markers = set(multiome["rna"].uns["marker_genes"]["type_0"])

@@ -30,6 +30,32 @@ def test_normalized_expression_excludes_background(trained):
     assert subset.shape == (50, 10)
 
 
+def test_gene_list_unknown_names_are_an_error_and_columns_keep_feature_order(trained):
+    names = list(trained.adata.var_names)
+    asked = [names[7], names[2], names[7], names[5]]  # out of order, with a repeat
+    for output in (trained.get_normalized_expression, trained.get_foreground_probability):
+        got = output(indices=np.arange(5), gene_list=asked)
+        assert list(got.columns) == [names[2], names[5], names[7]]  # the features' order
+        assert list(output(indices=np.arange(5), gene_list=names[3]).columns) == [names[3]]  # one name
+        with pytest.raises(ValueError, match=r"gene_list has 2 name\(s\) that are not features of the "
+                                             r"model's data \('nope', 'CD3E'\): names must be among "
+                                             r"adata.var_names\."):
+            output(gene_list=[names[0], "nope", "CD3E", "nope"])
+        with pytest.raises(ValueError, match="gene_list is empty"):
+            output(gene_list=[])
+
+
+def test_feature_mask_names_at_most_five_unknown():
+    from regularizedvi.model._utils import feature_mask
+
+    features = np.array(["a", "b", "c"])
+    assert feature_mask(features, None) == slice(None)
+    np.testing.assert_array_equal(feature_mask(features, ("c", "a")), [True, False, True])
+    with pytest.raises(ValueError, match=r"has 7 name\(s\) .*\('u0', 'u1', 'u2', 'u3', 'u4', \.\.\.\): "
+                                         r"names must be among X\.$"):
+        feature_mask(features, ["a"] + [f"u{i}" for i in range(7)], "X")
+
+
 def test_transform_batch_changes_the_decoder_covariate(trained):
     a = trained.get_normalized_expression(indices=np.arange(20), transform_batch="batch_0", return_numpy=True)
     b = trained.get_normalized_expression(indices=np.arange(20), transform_batch="batch_2", return_numpy=True)

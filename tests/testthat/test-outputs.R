@@ -39,6 +39,23 @@ test_that("normalized expression comes back genes x cells, summing to library.si
   expect_error(AddNormalizedExpression(obj, features = rownames(obj), max.values = 1000),
                "230 genes x 80 cells is a dense matrix of 0.000137 GB \\(18400 values > max.values = 1000\\)\\. Pass fewer `features`")
   expect_error(AddNormalizedExpression(obj, features = c("MS4A1", "nope")), "1 of `features` are not the model's genes \\(e.g. nope\\)")
+  # unknown names: how many, up to 5 of them, where the names are; never dropped silently
+  bad <- c("MS4A1", paste0("typo", 1:6))
+  for (output in list(getNormalizedExpression, getForegroundProbability)) {
+    err <- expect_error(output(obj, features = bad), class = "error")
+    expect_identical(conditionMessage(err), paste0(
+      "6 of `features` are not the model's genes (e.g. typo1, typo2, typo3, typo4, typo5, ...): ",
+      "names must be among getRegularizedVIModel(object, name)$genes."))
+    expect_error(output(obj, features = character(0)), "`features` is empty: give some of the model's genes")
+    # the features come back in the order asked for
+    expect_identical(rownames(output(obj, features = c("MS4A1", "CD79B", "CD3E"))), c("MS4A1", "CD79B", "CD3E"))
+  }
+  # Python's own check reaches R as a clean R error (gene_list passed through `...`)
+  err <- expect_error(getNormalizedExpression(obj, gene_list = list("MS4A1", "nope")), class = "error")
+  expect_match(conditionMessage(err), paste0("^Computing the normalized expression failed: ValueError: gene_list has 1 ",
+                                             "name\\(s\\) that are not features of the model's data \\('nope'\\): ",
+                                             "names must be among adata.var_names\\.$"))
+  expect_false(grepl("Traceback|File \"", conditionMessage(err)))
   expect_error(getNormalizedExpression(obj, library.size = -1), "`library.size` must be one positive number")
 })
 

@@ -176,6 +176,10 @@ class RegularizedMultimodalVI(ModalityAttributionMixin, RegularizedModelBase):
     def _feature_names_of(self, adata, modality: str):
         return adata.mod[self.adata_manager.registry["setup_args"]["modalities"][modality]].var_names
 
+    def _feature_names_hint(self, modality: str) -> str:
+        key = self.adata_manager.registry["setup_args"]["modalities"][modality]
+        return f"the var_names of modality '{modality}' (mdata.mod[{key!r}].var_names)"
+
     @classmethod
     def setup_anndata(cls, adata, **kwargs):
         raise TypeError("RegularizedMultimodalVI takes a MuData: use RegularizedMultimodalVI.setup_mudata().")

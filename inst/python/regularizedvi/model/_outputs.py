@@ -19,7 +19,7 @@ import torch
 from scipy import sparse
 
 from regularizedvi.data import _keys as K
-from regularizedvi.model._utils import check_indices
+from regularizedvi.model._utils import check_indices, feature_mask
 
 
 def shape_expression(chunks, library_size, return_mean, return_numpy, names, columns):
@@ -107,6 +107,16 @@ class ModalityOutputsMixin:
         loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size, shuffle=False)
         self.module.eval()
         return adata, loader
+
+    def _feature_names_hint(self, modality: str) -> str:
+        """Where a user reads the feature names of ``modality`` (for error messages)."""
+        return "adata.var_names"
+
+    def _features_and_mask(self, adata, name: str, gene_list):
+        """The modality's feature names and the mask of ``gene_list`` over them (all when
+        None; unknown names are an error, see :func:`feature_mask`)."""
+        features = np.asarray(self._feature_names_of(adata, name))
+        return features, feature_mask(features, gene_list, self._feature_names_hint(name))
 
     def _cell_names(self, adata, indices):  # indices already checked by _minibatches
         return adata.obs_names if indices is None else adata.obs_names[np.asarray(indices)]
@@ -222,7 +232,8 @@ class ModalityOutputsMixin:
         expression relies on). ``transform_batch`` sets the first
         ``nn_conditioning_covariate_keys`` column to that category for every cell (a
         list: the average over categories). ``gene_list``: the features (genes, peaks,
-        proteins) to return.
+        proteins) to return, in the modality's feature order (not ``gene_list``'s); a
+        name that is not one of the modality's features is a ValueError.
 
         ``n_samples_overall`` draws that many cells (with replacement) from ``indices``,
         one posterior sample each, as scvi-tools' differential expression expects.
@@ -235,8 +246,7 @@ class ModalityOutputsMixin:
             pool = np.arange(self._validate_anndata(adata).n_obs) if indices is None else np.asarray(indices)
             indices = np.random.choice(pool, n_samples_overall)
         adata, loader = self._minibatches(adata, indices, batch_size)
-        features = np.asarray(self._feature_names_of(adata, name))
-        mask = slice(None) if gene_list is None else np.isin(features, list(gene_list))
+        features, mask = self._features_and_mask(adata, name, gene_list)
         categories = transform_batch if isinstance(transform_batch, (list, tuple)) else [transform_batch]
         codes = [None if c is None else self._nn_code_for(c) for c in categories]
         chunks = []
@@ -338,11 +348,12 @@ class ModalityOutputsMixin:
         """Per cell and feature, the probability that a count comes from the cell itself
         rather than from the background: ``rho / (rho + s)`` at the cell's posterior mean
         (totalVI's protein foreground probability; 1 for a modality without background).
-        A dense cells x features DataFrame: choose ``gene_list`` / ``indices`` on large data."""
+        A dense cells x features DataFrame: choose ``gene_list`` / ``indices`` on large data
+        (columns in the modality's feature order, not ``gene_list``'s; a name that is not
+        one of the modality's features is a ValueError)."""
         name = self._modality(modality)
         adata = self._validate_anndata(adata)
-        features = np.asarray(self._feature_names_of(adata, name))
-        mask = slice(None) if gene_list is None else np.isin(features, list(gene_list))
+        features, mask = self._features_and_mask(adata, name, gene_list)
         parts = []
         for x, share, _, _ in self._ambient_shares(adata, indices, batch_size, modality):
             values = torch.ones_like(x) if share is None else 1.0 - share

@@ -184,3 +184,26 @@ def check_indices(indices, n_obs: int) -> None:
     if values.size and (values.min() < 0 or values.max() >= n_obs):
         bad = values[(values < 0) | (values >= n_obs)]
         raise IndexError(f"indices has {bad.size} position(s) outside the data's {n_obs} cells (e.g. {bad[:5].tolist()}).")
+
+
+def feature_mask(features, gene_list, where: str = "adata.var_names"):
+    """Boolean mask over ``features`` of the names in ``gene_list`` (``slice(None)`` when
+    ``gene_list`` is None); a single name may be given as a string.
+
+    The mask keeps ``features``' order, not ``gene_list``'s. Names that are not among
+    ``features`` are a ValueError naming up to 5 of them and how many, and ``where`` (the
+    names to choose from, e.g. ``"adata.var_names"``); so is an empty ``gene_list``.
+    """
+    if gene_list is None:
+        return slice(None)
+    names = [gene_list] if isinstance(gene_list, str) else list(gene_list)
+    if not names:
+        raise ValueError(f"gene_list is empty: give at least one of {where}, or None for all features.")
+    features = np.asarray(features)
+    known = set(features.tolist())
+    unknown = list(dict.fromkeys(n for n in names if n not in known))
+    if unknown:
+        shown = ", ".join(repr(n) for n in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+        raise ValueError(f"gene_list has {len(unknown)} name(s) that are not features of the model's data "
+                         f"({shown}): names must be among {where}.")
+    return np.isin(features, names)
