@@ -15,7 +15,8 @@
 #' @param ... Further arguments of [regularizedviModel()]: `feature.scaling`,
 #'   `dispersion`, `library.size`, `encoder.covariates`,
 #'   `continuous.covariates`, `features`, `n.hidden`, `n.latent`, `n.layers`,
-#'   `dropout.rate`, `ambient.background`.
+#'   `dropout.rate`, `ambient.background` (any other name is an error; options
+#'   of training go in `train.args`).
 #' @param ambient.profile Optional measured soup (features x ambient
 #'   categories, from [EstimateAmbientProfile()] on the raw matrix of the same
 #'   run(s)): the background's shape, so that only its amount is learned; see
@@ -36,6 +37,13 @@
 #'   not describe (other layers) get `NA`.
 #' @param max.epochs,accelerator,devices,batch.size,progress Training options,
 #'   see [trainRegularizedVI()].
+#' @param train.args Further options of the Python `train()`: a named list, by
+#'   their Python names, passed as they are (the `...` of
+#'   [trainRegularizedVI()]), e.g. `list(plan_kwargs = list(lr = 1e-3,
+#'   n_epochs_kl_warmup = 50), early_stopping = TRUE, loop = "lightning",
+#'   train_size = 0.8)`. An unknown name is an error from `train()`; the
+#'   options set by this function's own arguments (`max.epochs`, ...) are
+#'   refused here.
 #' @param seed Random seed (default 0).
 #' @return The Seurat object with the new reduction (for the cells used), the
 #'   contamination column and a command log entry
@@ -52,15 +60,16 @@ RunRegularizedVI <- function(object, batch = NULL, ambient = NULL, nn.conditioni
                              reduction.key = "rvi_",
                              contamination.column = "regularizedvi_contamination",
                              max.epochs = NULL, accelerator = "auto", devices = "auto",
-                             batch.size = 128, progress = TRUE, seed = 0) {
+                             batch.size = 128, progress = TRUE, train.args = list(), seed = 0) {
   .check_run(object, "RunRegularizedVI", "runRegularizedVI", contamination.column,
              max.epochs = max.epochs, batch.size = batch.size, accelerator = accelerator,
-             devices = devices, progress = progress, seed = seed)
+             devices = devices, progress = progress, seed = seed, train.args = train.args)
+  .check_model_dots(list(...), "RunRegularizedVI", "regularizedviModel")
   model <- regularizedviModel(object, batch = batch, ambient = ambient,
                               nn.conditioning = nn.conditioning, ...,
                               ambient.profile = ambient.profile, assay = assay, layer = layer, seed = seed)
-  trainRegularizedVI(model, max.epochs = max.epochs, accelerator = accelerator, devices = devices,
-                     batch.size = batch.size, progress = progress)
+  .train_model(model, max.epochs = max.epochs, accelerator = accelerator, devices = devices,
+               batch.size = batch.size, progress = progress, train.args = train.args)
   object <- .attach_seurat_reduction(object, model, assay, reduction.name, reduction.key)
   object <- .add_cell_columns(object, .contamination_table(model, contamination.column))
   .log_command(object, "RunRegularizedVI", assay = assay)
@@ -123,15 +132,16 @@ runRegularizedVI <- function(x, batch = NULL, ambient = NULL, nn.conditioning = 
                              assay.type = "counts",
                              contamination.column = "regularizedvi_contamination",
                              max.epochs = NULL, accelerator = "auto", devices = "auto",
-                             batch.size = 128, progress = TRUE, seed = 0) {
+                             batch.size = 128, progress = TRUE, train.args = list(), seed = 0) {
   .check_run(x, "runRegularizedVI", "RunRegularizedVI", contamination.column,
              max.epochs = max.epochs, batch.size = batch.size, accelerator = accelerator,
-             devices = devices, progress = progress, seed = seed)
+             devices = devices, progress = progress, seed = seed, train.args = train.args)
+  .check_model_dots(list(...), "runRegularizedVI", "regularizedviModel")
   model <- regularizedviModel(x, batch = batch, ambient = ambient,
                               nn.conditioning = nn.conditioning, ...,
                               ambient.profile = ambient.profile, assay.type = assay.type, seed = seed)
-  trainRegularizedVI(model, max.epochs = max.epochs, accelerator = accelerator, devices = devices,
-                     batch.size = batch.size, progress = progress)
+  .train_model(model, max.epochs = max.epochs, accelerator = accelerator, devices = devices,
+               batch.size = batch.size, progress = progress, train.args = train.args)
   x <- .attach_sce_reduction(x, model, name)
   .add_cell_columns(x, .contamination_table(model, contamination.column))
 }

@@ -55,9 +55,11 @@
 #' @param ... Further arguments of [regularizedviModel()]: `ambient`,
 #'   `dispersion`, `library.size`, `feature.scaling`, `encoder.covariates`,
 #'   `continuous.covariates` (columns of `metadata`), `n.hidden`, `n.latent`,
-#'   `n.layers`, `dropout.rate`.
+#'   `n.layers`, `dropout.rate` (any other name is an error: options of
+#'   training go in `train.args`).
 #' @param max.epochs,accelerator,devices,batch.size Training options, see
 #'   [trainRegularizedVI()].
+#' @inheritParams RunRegularizedVI
 #' @param seed Random seed (default 0).
 #' @param verbose Show messages and the progress bar (default `TRUE`).
 #' @param progress Show the training progress bar (default: `verbose`).
@@ -88,7 +90,7 @@ RegularizedVIIntegration <- function(object, assay = NULL, orig = NULL, layers =
                                      metadata = NULL,
                                      batch = NULL, nn.conditioning = NULL, ...,
                                      max.epochs = NULL, accelerator = "auto", devices = "auto",
-                                     batch.size = 128, seed = 0, verbose = TRUE,
+                                     batch.size = 128, train.args = list(), seed = 0, verbose = TRUE,
                                      progress = verbose) {
   .need("SeuratObject")
   if (!.seurat_v5()) {
@@ -107,7 +109,8 @@ RegularizedVIIntegration <- function(object, assay = NULL, orig = NULL, layers =
   .check_key(reduction.key)
   .check_column_name(contamination.column, "contamination.column")
   .check_train_args(max.epochs = max.epochs, batch.size = batch.size, accelerator = accelerator,
-                    devices = devices, progress = progress, seed = seed)
+                    devices = devices, progress = progress, seed = seed, train.args = train.args)
+  .check_model_dots(list(...), "RegularizedVIIntegration", "regularizedviModel")
   if (is.null(assay)) assay <- SeuratObject::DefaultAssay(object)
   cells <- colnames(object)
   meta <- .integration_metadata(metadata, groups, cells)
@@ -128,8 +131,8 @@ RegularizedVIIntegration <- function(object, assay = NULL, orig = NULL, layers =
                        features = features, seed = seed)
   }
   model <- if (verbose) build() else suppressMessages(build())
-  trainRegularizedVI(model, max.epochs = max.epochs, accelerator = accelerator, devices = devices,
-                     batch.size = batch.size, progress = progress)
+  .train_model(model, max.epochs = max.epochs, accelerator = accelerator, devices = devices,
+               batch.size = batch.size, progress = progress, train.args = train.args)
   out <- stats::setNames(list(.model_reduction(model, assay, reduction.key, cells)), new.reduction)
   # IntegrateLayers() assigns each element with obj[[name]] <- value: a data.frame named
   # like its column becomes that metadata column (matched by cell name).

@@ -192,18 +192,30 @@ regularizedviModel <- function(object, batch = NULL, ambient = NULL, nn.conditio
 #'   present; `"cpu"` forces the CPU).
 #' @param batch.size Minibatch size, a whole number >= 1 (default 128).
 #' @param progress Show the progress bar (default `TRUE`).
-#' @param ... Further arguments of the Python `train()` (e.g.
-#'   `early_stopping = TRUE`, `plan_kwargs = list(lr = 1e-3)`, `loop = "lightning"`).
+#' @param ... Further arguments of the Python `train()`, by their Python names
+#'   (e.g. `early_stopping = TRUE`, `plan_kwargs = list(lr = 1e-3)`,
+#'   `loop = "lightning"`, `train_size = 0.8`); an unknown name is an error.
+#'   The run functions take the same as `train.args`.
 #' @return The model, invisibly.
 #' @export
 trainRegularizedVI <- function(model, max.epochs = NULL, accelerator = "auto", devices = "auto",
                                batch.size = 128, progress = TRUE, ...) {
+  .train_model(model, max.epochs = max.epochs, accelerator = accelerator, devices = devices,
+               batch.size = batch.size, progress = progress, train.args = list(...), what = "...")
+}
+
+# What trainRegularizedVI() and every run function call: `train.args` (a list, see
+# .check_train_list()) go to the Python train() as they are, never matched against R's
+# argument names.
+.train_model <- function(model, max.epochs = NULL, accelerator = "auto", devices = "auto",
+                         batch.size = 128, progress = TRUE, train.args = NULL, what = "train.args") {
   .check_model(model)
+  extra <- .check_train_list(train.args, what)
   args <- .check_train_args(max.epochs = max.epochs, batch.size = batch.size,
                             accelerator = accelerator, devices = devices, progress = progress)
-  .py_call(model$py$train(max_epochs = args$max.epochs, accelerator = accelerator,
-                          devices = args$devices, batch_size = args$batch.size,
-                          enable_progress_bar = progress, ...),
+  .py_call(do.call(model$py$train, c(list(max_epochs = args$max.epochs, accelerator = accelerator,
+                                          devices = args$devices, batch_size = args$batch.size,
+                                          enable_progress_bar = progress), extra)),
            "Training failed")
   if (is.environment(model$cache)) rm(list = ls(model$cache, all.names = TRUE), envir = model$cache)
   invisible(model)

@@ -14,7 +14,8 @@
 #'   `c("RNA", "ADT")`).
 #' @param batch,... Covariates and network options of
 #'   [regularizedviMultimodalModel()] (`ambient`, `nn.conditioning`,
-#'   `n.hidden`, `n.latent`, `features`, ...).
+#'   `n.hidden`, `n.latent`, `features`, ...; any other name is an error:
+#'   options of training go in `train.args`).
 #' @param latent.mode `"concatenation"` (default), `"weighted_mean"` or
 #'   `"single_encoder"`, see [regularizedviMultimodalModel()].
 #' @param ambient.profile Optional measured soups, a named list per modality
@@ -32,6 +33,7 @@
 #'   [getContaminationFraction()].
 #' @param max.epochs,accelerator,devices,batch.size,progress Training options,
 #'   see [trainRegularizedVI()].
+#' @inheritParams RunRegularizedVI
 #' @param seed Random seed (default 0).
 #' @return The Seurat object with the new reduction (its default assay the
 #'   first of `assays`) and a command log entry.
@@ -49,15 +51,16 @@ RunRegularizedMultimodalVI <- function(object, assays = c("RNA", "ADT"), batch =
                                        reduction.key = "rmvi_",
                                        contamination.column = "regularizedvi_contamination",
                                        max.epochs = NULL, accelerator = "auto", devices = "auto",
-                                       batch.size = 128, progress = TRUE, seed = 0) {
+                                       batch.size = 128, progress = TRUE, train.args = list(), seed = 0) {
   .check_run(object, "RunRegularizedMultimodalVI", "runRegularizedMultimodalVI", contamination.column,
              max.epochs = max.epochs, batch.size = batch.size, accelerator = accelerator,
-             devices = devices, progress = progress, seed = seed)
+             devices = devices, progress = progress, seed = seed, train.args = train.args)
+  .check_model_dots(list(...), "RunRegularizedMultimodalVI", "regularizedviMultimodalModel")
   model <- regularizedviMultimodalModel(object, assays = assays, batch = batch, ...,
                                         ambient.profile = ambient.profile, layer = layer,
                                         latent.mode = latent.mode, seed = seed)
-  trainRegularizedVI(model, max.epochs = max.epochs, accelerator = accelerator, devices = devices,
-                     batch.size = batch.size, progress = progress)
+  .train_model(model, max.epochs = max.epochs, accelerator = accelerator, devices = devices,
+               batch.size = batch.size, progress = progress, train.args = train.args)
   object <- .attach_seurat_reduction(object, model, model$mod_keys[[1]], reduction.name,
                                      reduction.key)
   object <- .add_cell_columns(object, .contamination_table(model, contamination.column))
@@ -97,15 +100,16 @@ runRegularizedMultimodalVI <- function(x, altexps = NULL, batch = NULL, ...,
                                        assay.type = "counts",
                                        contamination.column = "regularizedvi_contamination",
                                        max.epochs = NULL, accelerator = "auto", devices = "auto",
-                                       batch.size = 128, progress = TRUE, seed = 0) {
+                                       batch.size = 128, progress = TRUE, train.args = list(), seed = 0) {
   .check_run(x, "runRegularizedMultimodalVI", "RunRegularizedMultimodalVI", contamination.column,
              max.epochs = max.epochs, batch.size = batch.size, accelerator = accelerator,
-             devices = devices, progress = progress, seed = seed)
+             devices = devices, progress = progress, seed = seed, train.args = train.args)
+  .check_model_dots(list(...), "runRegularizedMultimodalVI", "regularizedviMultimodalModel")
   model <- regularizedviMultimodalModel(x, altexps = altexps, batch = batch, ...,
                                         ambient.profile = ambient.profile, main.name = main.name,
                                         assay.type = assay.type, latent.mode = latent.mode, seed = seed)
-  trainRegularizedVI(model, max.epochs = max.epochs, accelerator = accelerator, devices = devices,
-                     batch.size = batch.size, progress = progress)
+  .train_model(model, max.epochs = max.epochs, accelerator = accelerator, devices = devices,
+               batch.size = batch.size, progress = progress, train.args = train.args)
   x <- .attach_sce_reduction(x, model, name)
   .add_cell_columns(x, .contamination_table(model, contamination.column))
 }

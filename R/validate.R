@@ -86,7 +86,8 @@
 
 # The training options every run function takes, checked before any data are converted.
 .check_train_args <- function(max.epochs = NULL, batch.size = 128, accelerator = "auto",
-                              devices = "auto", progress = TRUE, seed = NULL) {
+                              devices = "auto", progress = TRUE, seed = NULL, train.args = NULL) {
+  .check_train_list(train.args)
   args <- .check_args(max.epochs = max.epochs, batch.size = batch.size, seed = seed)
   if (!is.character(accelerator) || length(accelerator) != 1 || is.na(accelerator)) {
     stop("`accelerator` must be one string (\"auto\", \"cpu\", \"gpu\", ...), not ",
@@ -107,6 +108,58 @@
     stop("`progress` must be TRUE or FALSE.", call. = FALSE)
   }
   c(args, list(devices = devices))
+}
+
+# `train.args` of a run function (and `...` of trainRegularizedVI()): further arguments of
+# the Python train(), by their Python names (early_stopping, plan_kwargs, loop, ...). R
+# checks what it can see: a list of uniquely named entries, not the options the function
+# sets from its own arguments; Python's train() refuses names it does not know (TypeError).
+.own_train_args <- c(max_epochs = "max.epochs", batch_size = "batch.size", accelerator = "accelerator",
+                     devices = "devices", enable_progress_bar = "progress")
+
+.check_train_list <- function(train.args, what = "train.args") {
+  example <- "e.g. list(plan_kwargs = list(lr = 1e-3), early_stopping = TRUE)"
+  if (is.null(train.args)) return(list())
+  if (!is.list(train.args) || is.data.frame(train.args)) {
+    stop("`", what, "` must be a named list of further arguments of the Python train() (", example,
+         "), not ", class(train.args)[1], ".", call. = FALSE)
+  }
+  keys <- names(train.args)
+  if (length(train.args) && (is.null(keys) || anyNA(keys) || any(!nzchar(keys)))) {
+    stop("Every entry of `", what, "` must be named by its train() argument (", example, ").",
+         call. = FALSE)
+  }
+  if (anyDuplicated(keys)) {
+    stop("`", what, "` names '", keys[duplicated(keys)][1], "' more than once.", call. = FALSE)
+  }
+  own <- keys[keys %in% c(names(.own_train_args), .own_train_args)]
+  if (length(own)) {
+    r_name <- ifelse(own %in% names(.own_train_args), .own_train_args[own], own)
+    stop("`", what, "` sets ", paste0("'", own, "'", collapse = ", "), ": pass it as the function's own ",
+         "argument ", paste0("`", r_name, "`", collapse = ", "), " instead.", call. = FALSE)
+  }
+  dotted <- keys[grepl(".", keys, fixed = TRUE)]
+  if (length(dotted)) {
+    stop("`", what, "` names are the Python train()'s, with underscores: ",
+         paste0(gsub(".", "_", dotted, fixed = TRUE), collapse = ", "), ", not ",
+         paste(dotted, collapse = ", "), ".", call. = FALSE)
+  }
+  train.args
+}
+
+# `...` of a run function goes to the model constructor (`builder`): a name it does not take
+# is an error here, pointing training options (Python names such as plan_kwargs,
+# early_stopping) to `train.args`.
+.check_model_dots <- function(dots, fun, builder) {
+  keys <- names(dots)
+  takes <- names(formals(get(builder, mode = "function", envir = topenv(environment()))))
+  unknown <- setdiff(keys[!is.na(keys) & nzchar(keys)], takes)
+  if (length(unknown)) {
+    stop(fun, "() got ", paste0("`", unknown, "`", collapse = ", "), ", which ", builder, "() does not take ",
+         "(`...` goes there). Options of the Python train() go in `train.args`, e.g. train.args = list(",
+         unknown[1], " = ...).", call. = FALSE)
+  }
+  invisible(TRUE)
 }
 
 # A column-name argument: one string (NULL: no column, where `null` allows it; "" where

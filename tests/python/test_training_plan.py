@@ -96,3 +96,20 @@ def test_optimizer_is_fused_adam_with_a_larger_step_for_global_parameters():
     names = {id(p): n for n, p in model.module.named_parameters()}
     assert all("observation" in names[id(p)] for p in global_group["params"])
     assert not any("observation" in names[id(p)] for p in network["params"])
+
+
+def test_unknown_plan_kwargs_are_refused_before_training():
+    import pytest
+
+    adata = rv.simulate_counts(n_cells=60, n_genes=20, n_batches=2, markers_per_type=2, seed=3)
+    rv.AmbientRegularizedSCVI.setup_anndata(adata, batch_key="batch")
+    model = rv.AmbientRegularizedSCVI(adata, n_hidden=8, n_latent=2)
+    with pytest.raises(TypeError, match=r"plan_kwargs has 2 unknown option\(s\): 'learning_rate', "
+                                        r"'weight_decy' \(did you mean 'weight_decay'\?\)\. The training plan "
+                                        r"takes .*global_lr_multiplier.*n_epochs_kl_warmup"):
+        model.train(max_epochs=1, plan_kwargs={"learning_rate": 1e-3, "weight_decy": 0.0, "lr": 1e-3})
+    assert not model.is_trained_ and getattr(model, "history_", None) is None
+    # every option the plan and the loss take is accepted
+    model.train(max_epochs=1, enable_progress_bar=False,
+                plan_kwargs={"lr": 2e-3, "global_lr_multiplier": 5.0, "reduce_lr_on_plateau": False})
+    assert model.is_trained_

@@ -139,6 +139,29 @@ def check_accelerator(accelerator) -> None:
                          "use accelerator='cpu' or 'auto'.")
 
 
+def check_plan_kwargs(plan_cls, module, plan_kwargs: dict) -> None:
+    """A TypeError for a ``plan_kwargs`` name that neither the training plan nor the module's
+    ``loss()`` takes, before any data are prepared (scvi-tools would hand it to ``loss()``
+    and fail at the first step, naming ``loss()``)."""
+    import difflib
+    import inspect
+
+    def named(fn):
+        return {n for n, p in inspect.signature(fn).parameters.items()
+                if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+
+    known = set(named(module.loss)) - {"tensors", "inference_outputs", "generative_outputs"}
+    for cls in plan_cls.__mro__:
+        if issubclass(cls, TrainingPlan) and "__init__" in cls.__dict__:
+            known |= named(cls.__dict__["__init__"]) - {"self", "module"}
+    unknown = [k for k in plan_kwargs if k not in known]
+    if unknown:
+        hints = {k: difflib.get_close_matches(k, known, n=1) for k in unknown}
+        shown = ", ".join(f"{k!r}" + (f" (did you mean {hints[k][0]!r}?)" if hints[k] else "") for k in unknown)
+        raise TypeError(f"plan_kwargs has {len(unknown)} unknown option(s): {shown}. The training plan takes "
+                        f"{', '.join(sorted(known))}.")
+
+
 class RegularizedTrainingMixin:
     """Adds the auto-scaled early-stopping threshold and query-mapping defaults."""
 
@@ -184,7 +207,8 @@ class RegularizedTrainingMixin:
             0 for a query model so that frozen reference weights do not decay,
             ``n_epochs_kl_warmup`` default None: no KL warm-up, an int warms up over that
             many epochs; ``global_lr_multiplier`` default 10: the step-size factor of
-            background, feature scaling and dispersion).
+            background, feature scaling and dispersion; the other options of
+            :class:`scvi.train.TrainingPlan`). A name the plan does not take is a TypeError.
         data_loader
             ``"fast"``: counts held once in memory as CSR tensors on the training device,
             minibatches gathered and densified there
@@ -235,6 +259,7 @@ class RegularizedTrainingMixin:
         frozen = bool(getattr(self, "_frozen_reference", False))
         plan_kwargs.setdefault("weight_decay", 0.0 if frozen else C.WEIGHT_DECAY)
         plan_kwargs.setdefault("n_epochs_kl_warmup", C.N_EPOCHS_KL_WARMUP)
+        check_plan_kwargs(self._training_plan_cls, self.module, plan_kwargs)
         if not any(p.requires_grad for p in self.module.parameters()):
             raise ValueError(
                 "Nothing to train: every parameter is a frozen reference weight (the query brings "
