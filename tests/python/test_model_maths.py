@@ -172,3 +172,63 @@ def test_covariate_columns_start_like_ordinary_columns_and_learn_faster():
     moved = (mlp.layers[0][1].weight.detach() - weight).abs()
     torch.testing.assert_close(moved[:, 60:].max(), torch.tensor(1e-3), rtol=1e-3, atol=0)
     assert C.COVARIATE_WEIGHT_GAIN == 3.0
+
+
+@pytest.mark.parametrize("multimodal", [False, True])
+def test_loss_is_its_terms_and_the_native_share_penalty_reads_each_cells_total(multimodal):
+    """One training-mode forward pass: the native-share penalty is ``K sqrt(N_n) sum_f rho_nf``
+    with ``N_n`` the cell's total count recomputed from the minibatch's counts (bit for bit),
+    and the loss is the mean of reconstruction + KL-weighted KLs + penalties plus the global
+    prior / n_obs."""
+    import regularizedvi as rv
+    from torch.distributions import kl_divergence
+
+    from regularizedvi.data import _keys as K
+    from regularizedvi.module._base import standard_normal_like
+
+    torch.manual_seed(0)
+    if multimodal:
+        mdata = rv.simulate_multiome(n_cells=80, n_genes=30, n_peaks=40, n_batches=2, seed=0)
+        rv.RegularizedMultimodalVI.setup_mudata(mdata, modalities={"rna": "rna", "atac": "atac"},
+                                                batch_key="batch")
+        model = rv.RegularizedMultimodalVI(mdata, n_hidden=8, n_latent=2)
+    else:
+        adata = rv.simulate_counts(n_cells=80, n_genes=30, n_batches=2, markers_per_type=3, seed=0)
+        rv.AmbientRegularizedSCVI.setup_anndata(adata, batch_key="batch")
+        model = rv.AmbientRegularizedSCVI(adata, n_hidden=8, n_latent=2)
+    module = model.module
+    assert module.native_share_penalty == C.NATIVE_SHARE_PENALTY > 0
+    tensors = next(iter(model._make_data_loader(model.adata, batch_size=40, shuffle=False)))
+    module.train()
+    kl_weight, n_obs = 0.3, 80.0
+    inference, generative, out = module(tensors, loss_kwargs={"kl_weight": kl_weight, "n_obs": n_obs})
+    names = module.modality_names
+    library_codes = tensors[K.LIBRARY]
+    per_cell = 0.0
+    for m in names:
+        x = tensors[module.counts_key(m)]
+        totals = x.sum(-1)
+        assert torch.equal(inference["total_counts"][m], totals)
+        assert torch.equal(inference["masks"][m], (totals > 0).to(x.dtype))
+        observation = module.observation_of(m)
+        rec = -observation.log_likelihood(x, generative["mu"][m], generative["dispersion"][m])
+        kl_l = kl_divergence(inference["ql"][m], observation.library_prior(library_codes)).sum(-1)
+        penalties = 0.0
+        key, scale = (module._term_name(k, m) for k in ("native_share_penalty", "ambient_scale_penalty"))
+        if observation.use_background:
+            penalty = C.NATIVE_SHARE_PENALTY * totals.sqrt() * generative["rho"][m].sum(-1)
+            assert torch.equal(out.kl_local[key], penalty * inference["masks"][m])
+            log_c = inference["log_ambient_scale"][m].squeeze(-1)
+            torch.testing.assert_close(out.kl_local[scale],
+                                       0.5 * (log_c / C.AMBIENT_SCALE_SD) ** 2 * inference["masks"][m])
+            penalties = out.kl_local[key] + out.kl_local[scale]
+        else:  # no background, no penalty
+            assert key not in out.kl_local and scale not in out.kl_local
+        per_cell = per_cell + (rec + kl_weight * kl_l + penalties) * inference["masks"][m]
+    assert any(module.observation_of(m).use_background for m in names)
+    qz = inference["qz"]
+    kl_z = kl_divergence(qz, standard_normal_like(qz)).sum(-1)
+    kl_global = sum(module.observation_of(m).global_penalty() for m in names)
+    expected = torch.mean(per_cell + kl_weight * kl_z) + kl_global / n_obs
+    torch.testing.assert_close(out.loss, expected, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(out.kl_global_sum, kl_global)

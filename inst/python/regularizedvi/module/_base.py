@@ -93,16 +93,18 @@ class ModalityVAE(BaseModuleClass):
         continuous_covs = self._to(continuous_covs)
         encoder_covs = one_hot_concat(self._to(encoder_covs), self.n_encoder_cats_per_key)
         x_logs = {m: torch.log1p(x) for m, x in xs.items()}
-        masks = {m: (x.sum(-1) > 0).to(x.dtype) for m, x in xs.items()}
+        total_counts = {m: x.sum(-1) for m, x in xs.items()}
+        masks = {m: (total_counts[m] > 0).to(x.dtype) for m, x in xs.items()}
         qz, qz_per_modality = self.latent_posterior(x_logs, masks, encoder_covs, continuous_covs)
-        ql = {m: self.library_encoder_of(m)(x_logs[m], torch.log(xs[m].sum(-1, keepdim=True).clamp_min(1.0)))
+        ql = {m: self.library_encoder_of(m)(x_logs[m], torch.log(total_counts[m].unsqueeze(-1).clamp_min(1.0)))
               for m in self.modality_names}
         z = qz.rsample()
         log_library = {m: ql[m].rsample() for m in self.modality_names}
         log_ambient_scale = {m: net(x_logs[m]) for m in self.modality_names
                              if (net := self.ambient_scale_encoder_of(m)) is not None}
         return {"z": z, "qz": qz, "qz_per_modality": qz_per_modality, "ql": ql,
-                "log_library": log_library, "masks": masks, "log_ambient_scale": log_ambient_scale}
+                "log_library": log_library, "masks": masks, "log_ambient_scale": log_ambient_scale,
+                "total_counts": total_counts}
 
     # ------------------------------------------------------------------ generative
     def _get_generative_input(self, tensors: dict, inference_outputs: dict) -> dict:
@@ -193,13 +195,14 @@ class ModalityVAE(BaseModuleClass):
     def _ambient_penalties(self, tensors, name, inference_outputs, generative_outputs) -> dict:
         """Per-cell terms of the ambient background of modality ``name`` (none without one):
         the native-share penalty ``K sqrt(N_n) sum_f rho_nf`` (see
-        ``C.NATIVE_SHARE_PENALTY``) and the LogNormal(0, ``C.AMBIENT_SCALE_SD``) prior of
-        the per-cell background scale."""
+        ``C.NATIVE_SHARE_PENALTY``; ``N_n`` the cell's total count, from the inference's
+        ``total_counts``) and the LogNormal(0, ``C.AMBIENT_SCALE_SD``) prior of the per-cell
+        background scale."""
         terms = {}
         if not self.observation_of(name).use_background:
             return terms
         if self.native_share_penalty:
-            totals = self._to(tensors[self.counts_key(name)]).sum(-1)
+            totals = inference_outputs["total_counts"][name]
             terms["native_share_penalty"] = (self.native_share_penalty * totals.sqrt()
                                              * generative_outputs["rho"][name].sum(-1))
         log_scale = inference_outputs.get("log_ambient_scale", {}).get(name)
