@@ -95,7 +95,8 @@ test_that("misspelt or misplaced training options are clear R errors", {
   # a training option in `...` (which goes to the model): pointed to train.args
   expect_error(run(plan_kwargs = list(lr = 1e-3)),
                paste0("RunRegularizedVI() got `plan_kwargs`, which regularizedviModel() does not take (`...` goes ",
-                      "there). Options of the Python train() go in `train.args`, e.g. train.args = list(plan_kwargs = ...)."),
+                      "there). Options of the Python train() go in `train.args`, e.g. ",
+                      "train.args = list(plan_kwargs = ...)."),
                fixed = TRUE)
   expect_error(RunRegularizedMultimodalVI(citeseq(), early_stopping = TRUE),
                "RunRegularizedMultimodalVI() got `early_stopping`, which regularizedviMultimodalModel() does not take",
