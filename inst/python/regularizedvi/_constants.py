@@ -124,6 +124,9 @@ TRAINING_LOOP = "auto"
 # optimizer) as a CUDA graph after this many ordinary steps, and replays it.
 CUDA_GRAPH_TRAINING = True
 CUDA_GRAPH_WARMUP_STEPS = 3
+# The lean loop on the CPU gathers the next minibatch on one helper thread while the step
+# runs when torch has at least this many threads (with one, the gather stays in line).
+CPU_PREFETCH_MIN_THREADS = 2
 
 # ---- input checks ----
 # How many stored values the count check reads (all of them up to this, a seeded sample beyond).
@@ -161,6 +164,12 @@ LABEL_TRANSFER_MAX_DISTANCE_RATIO = 1.5
 # shared latent) or "single_encoder" (one joint encoder on all modalities' inputs).
 LATENT_MODES = ("concatenation", "weighted_mean", "single_encoder")
 MULTIMODAL_LATENT_MODE = "concatenation"
+# Concatenation mode: the modality whose decoder reads only its own latent slice (the
+# others read the whole latent). "first": the first modality of setup_mudata's order.
+# Measured on SNARE-seq (bench/multimodal_snare.py, 3,500 nuclei, 60 epochs): joint 15-NN
+# purity below an RNA-only model when every decoder reads everything, at or above it with
+# RNA primary (docs/multimodal.md has the table).
+PRIMARY_MODALITY = "first"
 # Modality names treated as chromatin accessibility (case-insensitive). Spec table of
 # per-modality defaults: additive background ON for RNA-like modalities (RNA, protein/ADT:
 # both carry ambient contamination), OFF for ATAC; feature scaling OFF for RNA-like, ON for
