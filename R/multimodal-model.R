@@ -24,6 +24,16 @@
 #'   latent = their concatenation, default), `"weighted_mean"` (one shared
 #'   latent mixing the modalities' posteriors; equal `n.latent` needed) or
 #'   `"single_encoder"` (one encoder on all modalities).
+#' @param primary.modality With `latent.mode = "concatenation"`: the modality
+#'   whose decoder reads only its own latent slice, while the other decoders
+#'   read the whole joint latent. `"first"` (default): the first modality (the
+#'   first of `assays`, or the main experiment); a modality name; or `NA`:
+#'   every decoder reads the whole latent (the model before format 4). With RNA
+#'   primary, the RNA counts are explained by the RNA encoder's slice, as in an
+#'   RNA-only model, and the other modalities add slices of their own: on
+#'   SNARE-seq RNA + ATAC the joint latent then separates cell types at least as
+#'   well as an RNA-only model (it did not when every decoder read everything).
+#'   The other latent modes take `"first"` or `NA` (no primary modality).
 #' @param ambient.profile Optional measured soups per modality: a named list
 #'   of data.frames (features x ambient categories, e.g. from
 #'   [EstimateAmbientProfile()] on the empty droplets), e.g.
@@ -55,8 +65,9 @@ regularizedviMultimodalModel <- function(object, assays = NULL, altexps = NULL, 
                                          latent.mode = c("concatenation", "weighted_mean",
                                                          "single_encoder"),
                                          seed = 0, ambient.profile = NULL,
-                                         ambient.background = NULL) {
+                                         ambient.background = NULL, primary.modality = "first") {
   latent.mode <- match.arg(latent.mode)
+  primary <- .check_primary_modality(primary.modality, latent.mode)
   net <- .check_args(n.hidden = n.hidden, n.latent = n.latent, n.layers = n.layers,
                      dropout.rate = dropout.rate, seed = seed)
   parts <- .multimodal_parts(object, assays = assays, layer = layer, altexps = altexps,
@@ -91,8 +102,28 @@ regularizedviMultimodalModel <- function(object, assays = NULL, altexps = NULL, 
                      n_layers = net$n.layers, dropout_rate = net$dropout.rate,
                      latent_mode = latent.mode, ambient_background = form,
                      ambient_profile = .profiles_to_py(ambient.profile, mods))
+  if (!identical(primary, "first")) {
+    if (!is.null(primary) && !primary %in% mods) {
+      stop("`primary.modality` must be \"first\", NA or one of the modalities ",
+           paste(mods, collapse = ", "), "; got \"", primary, "\".", call. = FALSE)
+    }
+    model_args["primary_modality"] <- list(primary)  # NULL stays in the list: Python None
+  }
   py <- .py_call(do.call(rv$RegularizedMultimodalVI, model_args), "Building the model failed")
   .multimodal_model_from_py(py, mdata)
+}
+
+# "first" (Python's default), NULL for NA (no primary modality) or a modality name.
+.check_primary_modality <- function(value, latent.mode) {
+  if (length(value) != 1 || !(is.na(value) || is.character(value))) {
+    stop("`primary.modality` takes one modality name, \"first\" or NA.", call. = FALSE)
+  }
+  if (is.na(value)) return(NULL)
+  if (latent.mode != "concatenation" && value != "first") {
+    stop("`primary.modality` applies to latent.mode = \"concatenation\" only; use NA or \"first\" with \"",
+         latent.mode, "\".", call. = FALSE)
+  }
+  value
 }
 
 # One integer for all modalities, or a named dict per modality.

@@ -30,6 +30,13 @@ Behaviours (attributes of the module, all off by default = the core model):
   though every decoder still uses the whole ``z``. ``stop_cross_gradient = "rna"``: only
   the RNA slice is detached, and only in the other modalities' decoders (the RNA slice is
   shaped by the RNA decoder alone; the ATAC slice by both decoders).
+* ``decoder_reads[m]``: the latent slices (modality names) modality m's decoder reads in
+  concatenation mode; the other slices are zeroed at its input (in training and after).
+  ``{"rna": ("rna",)}``: the RNA decoder reads its own slice only.
+* ``detach_reads[m]``: slices that modality m's decoder reads detached in training (it uses
+  them, but its loss does not shape them). With ``decoder_reads = {"rna": ("rna",)}`` and
+  ``detach_reads = {"atac": ("rna",)}`` the RNA slice is trained by the RNA ELBO alone, as
+  an RNA-only model, and the ATAC slice holds what ATAC adds given it.
 * ``subset_elbo`` (with ``latent_combine = "poe"``): MVAE-style sub-sampled training. The
   loss adds, per modality m, the ELBO of m alone under its own posterior
   ``q(z | x_m) ~ prior x expert_m`` (m's decoder only): each expert is trained to be a
@@ -62,8 +69,21 @@ class VariantMultimodalVAE(RegularizedMultimodalVAE):
     library_prior_scale: dict = {}
     stop_cross_gradient: bool | str = False
     subset_elbo: bool = False
+    decoder_reads: dict = {}
+    detach_reads: dict = {}
 
     def _decode_rho(self, name, z, nn_onehot, continuous_covs):
+        reads, detached = self.decoder_reads.get(name), self.detach_reads.get(name, ())
+        if (reads is not None or detached) and self.latent_mode == "concatenation":
+            parts = []
+            for m, (a, b) in self.latent_slices.items():
+                part = z[:, a:b]
+                if reads is not None and m not in reads:
+                    part = torch.zeros_like(part)
+                elif m in detached and self.training:
+                    part = part.detach()
+                parts.append(part)
+            z = torch.cat(parts, -1)
         sg = self.stop_cross_gradient
         if sg and self.training and self.latent_mode == "concatenation":
             z = torch.cat([z[:, a:b] if m == name or (sg is not True and m != sg) else z[:, a:b].detach()
@@ -148,6 +168,10 @@ class VariantMultimodalVAE(RegularizedMultimodalVAE):
             rec = -self._log_likelihood(tensors, m, generative_outputs) * masks[m]
             reconstruction[f"reconstruction_{m}"] = rec
             total_rec = total_rec + self.rec_weight.get(m, 1.0) * rec
+            for term_name, term in self._ambient_penalties(tensors, m, inference_outputs,
+                                                           generative_outputs).items():
+                kl_local[f"{term_name}_{m}"] = term * masks[m]
+                total_rec = total_rec + term * masks[m]
             if m in self.fixed_library:
                 continue
             prior = self.observation_of(m).library_prior(library_codes)
@@ -229,6 +253,12 @@ def _part(name: str, n_genes: int, n_peaks: int):
         attrs["stop_cross_gradient"] = "rna"
     elif name == "mvae":
         model["latent_mode"], attrs["latent_combine"], attrs["subset_elbo"] = "weighted_mean", "poe", True
+    elif name == "rnaown":  # the RNA decoder reads the RNA slice only
+        attrs["decoder_reads"] = {"rna": ("rna",)}
+    elif name == "atacown":  # the ATAC decoder reads the ATAC slice only
+        attrs["decoder_reads"] = {"atac": ("atac",)}
+    elif name == "detrna":  # the ATAC decoder reads the RNA slice detached
+        attrs["detach_reads"] = {"atac": ("rna",)}
     elif name.startswith("libvar"):  # library prior variance x w (ATAC)
         attrs["library_prior_scale"] = {"atac": float(name[6:])}
     else:

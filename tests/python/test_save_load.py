@@ -94,3 +94,47 @@ def test_model_saved_in_format_1_loads_with_its_own_layer_rules(tmp_path):
     rho_old = model.get_normalized_expression(return_numpy=True)
     rho_new = as2.get_normalized_expression(return_numpy=True)
     assert np.abs(rho_old - rho_new).max() > 1e-3
+
+
+FORMAT3_MULTIMODAL = Path(__file__).parent / "data" / "format3_multimodal"
+
+
+def _format3_mudata():
+    mdata = rv.simulate_multiome(n_cells=120, n_genes=40, n_peaks=50, n_types_a=3, n_types_b=2, n_batches=2,
+                                 missing_b_fraction=0.0, seed=2)
+    return mdata
+
+
+def test_multimodal_model_saved_in_format_3_keeps_decoders_reading_the_whole_latent(tmp_path):
+    # written by regularizedvi at commit 9a90a55 (format 3: no primary modality) with
+    # tests/python/data/make_format3_multimodal.py
+    model = rv.RegularizedMultimodalVI.load(FORMAT3_MULTIMODAL, _format3_mudata())
+    assert model.module.primary_modality is None
+    np.testing.assert_allclose(model.get_latent_representation(),
+                               np.loadtxt(FORMAT3_MULTIMODAL / "latent_mean.txt"), rtol=1e-5, atol=1e-6)
+    z = torch.as_tensor(model.get_latent_representation()[:10], dtype=torch.float32)
+    with torch.no_grad():  # the RNA decoder reads the whole latent, as when it was trained
+        rho = model.module.decode_rho("rna", z).numpy()
+    np.testing.assert_allclose(rho, np.loadtxt(FORMAT3_MULTIMODAL / "rho_rna.txt"), rtol=1e-5, atol=1e-9)
+    model.save(tmp_path / "again")  # saved again: format 4, the primary modality recorded as None
+    description = json.loads((tmp_path / "again" / "model.json").read_text())
+    assert description["format"] == 4 and description["init_kwargs"]["primary_modality"] is None
+    again = rv.RegularizedMultimodalVI.load(tmp_path / "again", _format3_mudata())
+    assert again.module.primary_modality is None
+
+
+def test_multimodal_primary_modality_default_and_errors():
+    mdata = _format3_mudata()
+    rv.RegularizedMultimodalVI.setup_mudata(mdata, modalities=["rna", "atac"], batch_key="batch")
+    model = rv.RegularizedMultimodalVI(mdata, n_hidden=8, n_latent={"rna": 3, "atac": 2})
+    assert model.module.primary_modality == "rna"
+    # the RNA decoder reads the RNA slice (3 dims); the ATAC decoder the whole latent (5)
+    assert model.module.decoders["rna"].body.layers[0][1].in_features == 3
+    assert model.module.decoders["atac"].body.layers[0][1].in_features == 5
+    assert rv.RegularizedMultimodalVI(mdata, n_hidden=8, primary_modality="atac").module.primary_modality == "atac"
+    assert rv.RegularizedMultimodalVI(mdata, n_hidden=8, primary_modality=None).module.primary_modality is None
+    assert rv.RegularizedMultimodalVI(mdata, n_hidden=8, latent_mode="weighted_mean").module.primary_modality is None
+    with pytest.raises(ValueError, match="one of the modalities"):
+        rv.RegularizedMultimodalVI(mdata, primary_modality="protein")
+    with pytest.raises(ValueError, match="concatenation' only"):
+        rv.RegularizedMultimodalVI(mdata, latent_mode="single_encoder", primary_modality="rna")

@@ -85,6 +85,8 @@ test_that("RunRegularizedMultimodalVI attaches the joint latent in cell order, a
   expect_true(is.matrix(att) && is.numeric(att))
   expect_identical(dimnames(att), list(c("RNA", "ADT"), paste0("z", 0:3)))
   expect_true(all(is.finite(att)) && all(att >= 0))
+  # RNA (the first assay) is the primary modality: its decoder reads its own slice only
+  expect_true(all(att["RNA", 1:2] > 0) && all(att["RNA", 3:4] == 0) && all(att["ADT", ] > 0))
   p <- plotModalityAttribution(att, use.ggplot = FALSE)
   expect_identical(dim(p), dim(att))
   expect_equal(unname(apply(p, 1, max)), c(1, 1))
@@ -107,4 +109,23 @@ test_that("runRegularizedMultimodalVI stores a reducedDim and the model (weighte
   expect_identical(dim(att), c(2L, 2L))
   expect_identical(rownames(att), c("RNA", "ADT"))
   expect_true(all(is.finite(att)))
+})
+
+test_that("primary.modality chooses the decoder that reads its own slice; bad values are refused", {
+  skip_if_no_regularizedvi()
+  obj <- citeseq()
+  primary <- function(model) reticulate::py_to_r(model$py$module$primary_modality)
+  adt <- regularizedviMultimodalModel(obj, assays = c("RNA", "ADT"), n.hidden = 8, n.latent = 2,
+                                      primary.modality = "ADT")
+  expect_identical(primary(adt), "ADT")
+  expect_null(primary(regularizedviMultimodalModel(obj, assays = c("RNA", "ADT"), n.hidden = 8,
+                                                   primary.modality = NA)))
+  expect_null(primary(regularizedviMultimodalModel(obj, assays = c("RNA", "ADT"), n.hidden = 8,
+                                                   latent.mode = "weighted_mean")))
+  expect_error(regularizedviMultimodalModel(obj, assays = c("RNA", "ADT"), primary.modality = "HTO"),
+               "must be \"first\", NA or one of the modalities RNA, ADT; got \"HTO\"")
+  expect_error(regularizedviMultimodalModel(obj, assays = c("RNA", "ADT"), latent.mode = "single_encoder",
+                                            primary.modality = "RNA"), "concatenation\" only")
+  expect_error(regularizedviMultimodalModel(obj, assays = c("RNA", "ADT"), primary.modality = 1),
+               "one modality name")
 })

@@ -28,6 +28,7 @@ from regularizedvi.model._multimodal_setup import (
     resolve_layers,
     resolve_modalities,
 )
+from regularizedvi.model._save_load import _BEFORE_FORMAT3
 from regularizedvi.model._utils import check_rate, check_sizes, n_cats_per_key, positive_int
 from regularizedvi.module._multimodal import RegularizedMultimodalVAE, modality_key
 
@@ -42,8 +43,9 @@ class RegularizedMultimodalVI(ModalityAttributionMixin, RegularizedModelBase):
     softplus decoder and observation model (learned library size, hierarchical dispersion
     prior, optional additive background, optional feature scaling):
     ``mu^(m)_nf = l^(m)_n (rho^(m)_nf + s^(m)_{e,f}) y^(m)_{t,f}``. Every decoder reads the
-    joint latent ``z``. Cells lacking a modality (an all-zero row) are masked out of that
-    modality's likelihood and still get a latent.
+    joint latent ``z``, except, in concatenation mode, the primary modality's decoder,
+    which reads its own latent slice. Cells lacking a modality (an all-zero row) are
+    masked out of that modality's likelihood and still get a latent.
 
     Parameters
     ----------
@@ -59,6 +61,16 @@ class RegularizedMultimodalVI(ModalityAttributionMixin, RegularizedModelBase):
         As in :class:`AmbientRegularizedSCVI` (defaults 1, 0.1).
     latent_mode
         ``"concatenation"`` (default), ``"weighted_mean"`` or ``"single_encoder"``.
+    primary_modality
+        Concatenation mode: the modality whose decoder reads only its own latent slice,
+        while every other decoder reads the whole latent (default: the first modality of
+        :meth:`setup_mudata`'s ``modalities``; ``None``: every decoder reads the whole
+        latent). The primary modality's counts are then explained by its own encoder's
+        slice, as in a model of that modality alone; the other modalities shape that slice
+        too (their decoders read it) and keep slices of their own for what they add. On
+        SNARE-seq RNA + ATAC this lifts the joint latent from below an RNA-only model to
+        at or above it (docs/multimodal.md). Choose the best-measured modality (RNA).
+        Other latent modes take ``None`` only.
     additive_background
         Bool or dict per modality. Default: on, except for ATAC-like modality names
         (``_constants.ATAC_LIKE_MODALITY_NAMES``).
@@ -91,6 +103,8 @@ class RegularizedMultimodalVI(ModalityAttributionMixin, RegularizedModelBase):
     """
 
     _module_cls = RegularizedMultimodalVAE
+    # before format 4 every decoder read the whole latent
+    _earlier_init_kwargs = {3: _BEFORE_FORMAT3, 4: {"primary_modality": None}}
 
     def __init__(
         self,
@@ -107,18 +121,22 @@ class RegularizedMultimodalVI(ModalityAttributionMixin, RegularizedModelBase):
         ambient_profile: dict | None = None,
         ambient_cell_scale: bool = C.AMBIENT_CELL_SCALE,
         native_share_penalty: float = C.NATIVE_SHARE_PENALTY,
+        primary_modality: str | None = C.PRIMARY_MODALITY,
     ):
         n_layers, dropout_rate = positive_int(n_layers, "n_layers"), check_rate(dropout_rate, "dropout_rate")
         super().__init__(mdata)
         if latent_mode not in C.LATENT_MODES:
             raise ValueError(f"latent_mode must be one of {C.LATENT_MODES}, got {latent_mode!r}.")
         names = self._registered_modalities()
+        if primary_modality == C.PRIMARY_MODALITY and primary_modality not in names:
+            primary_modality = names[0] if latent_mode == "concatenation" else None
         forms = per_modality(ambient_background, names, lambda m: C.AMBIENT_BACKGROUND, "ambient_background", str)
         ambient = ambient_options(forms, ambient_cell_scale, native_share_penalty)
         self._init_kwargs = {
             "n_hidden": n_hidden, "n_latent": n_latent, "n_layers": n_layers, "dropout_rate": dropout_rate,
             "latent_mode": latent_mode, "additive_background": additive_background,
             "feature_scaling": feature_scaling, "regularise_background": regularise_background, **ambient,
+            "primary_modality": primary_modality,
         }
         latent = per_modality(check_sizes(n_latent, "n_latent", names), names, lambda m: C.N_LATENT, "n_latent", int)
         hidden = per_modality(check_sizes(n_hidden, "n_hidden", names), names, lambda m: C.N_HIDDEN, "n_hidden", int)
@@ -150,6 +168,7 @@ class RegularizedMultimodalVI(ModalityAttributionMixin, RegularizedModelBase):
             n_scaling_cats_per_key={m: (scaling_cats if scaling[m] else None) for m in names},
             n_dispersion_groups=len(manager.get_state_registry(K.DISPERSION).categorical_mapping),
             regularise_background=regularise_background,
+            primary_modality=primary_modality,
             **ambient,
         )
         if ambient_profile is not None and not isinstance(ambient_profile, dict):
@@ -163,7 +182,8 @@ class RegularizedMultimodalVI(ModalityAttributionMixin, RegularizedModelBase):
                 given[m], self._feature_names_of(mdata, m), ambient_row_names(manager), f"ambient_profile[{m!r}]")
             self.module.observations[m].init_background(profiles)
         self._model_summary_string = (
-            f"RegularizedMultimodalVI: modalities {names}, latent_mode {latent_mode}, n_latent {latent}, "
+            f"RegularizedMultimodalVI: modalities {names}, latent_mode {latent_mode}, "
+            f"primary modality {primary_modality}, n_latent {latent}, "
             f"n_hidden {hidden}, background {background}, feature scaling {scaling}"
         )
         self.init_params_ = self._get_init_params(locals())

@@ -25,9 +25,10 @@ ADATA_FILE = "adata.h5ad"
 # 2: covariates enter each layer after its LayerNorm with COVARIATE_WEIGHT_GAIN, and a
 # single-modality set-up's feature_scaling_covariate_keys=None means the nn-conditioning
 # keys. 3: the background is a profile times an amount with a per-cell scale (the init
-# arguments ambient_background / ambient_cell_scale / native_share_penalty). Files of an
-# earlier format load with the rules their weights were trained with.
-FORMAT_VERSION = 3
+# arguments ambient_background / ambient_cell_scale / native_share_penalty). 4: the
+# multimodal model's primary modality (its decoder reads its own latent slice). Files of
+# an earlier format load with the rules their weights were trained with.
+FORMAT_VERSION = 4
 # What the ambient arguments meant before format 3 (the spec's free background, no scale).
 _BEFORE_FORMAT3 = {"ambient_background": "free", "ambient_cell_scale": False, "native_share_penalty": 0.0}
 
@@ -128,6 +129,9 @@ def read_saved_model(dir_path: str | os.PathLike) -> tuple[dict, dict]:
 class SafeSaveLoadMixin:
     """``save``/``load``/``load_query_data`` without pickle."""
 
+    # {format: init arguments a file of an earlier format was trained with, where absent}
+    _earlier_init_kwargs = {3: _BEFORE_FORMAT3}
+
     def save(self, dir_path: str | os.PathLike, overwrite: bool = False, save_anndata: bool = False) -> None:
         """Write the model to ``dir_path`` (``model.json`` + ``weights.pt``; optional AnnData).
 
@@ -215,8 +219,10 @@ class SafeSaveLoadMixin:
         """:meth:`_rebuild`, with the layer and background rules of the description's file format."""
         from regularizedvi.nn._layers import MLP
 
-        if description.get("format", FORMAT_VERSION) < 3:
-            description = {**description, "init_kwargs": {**_BEFORE_FORMAT3, **description["init_kwargs"]}}
+        saved_format = description.get("format", FORMAT_VERSION)
+        for before, meaning in cls._earlier_init_kwargs.items():
+            if saved_format < before:
+                description = {**description, "init_kwargs": {**meaning, **description["init_kwargs"]}}
         model = cls._rebuild(description, adata, extend_categories)
         if description.get("format", FORMAT_VERSION) < 2:
             for layer in model.module.modules():

@@ -38,7 +38,10 @@ class RegularizedMultimodalVAE(ModalityVAE):
     Latent modes:
 
     * ``"concatenation"``: ``z = [z^(1); ...; z^(M)]``, ``z^(m) ~ q(z^(m) | x^(m))``; the KL
-      is the sum of one KL per modality.
+      is the sum of one KL per modality. With a ``primary_modality`` ``p``, ``p``'s decoder
+      reads its own slice ``z^(p)`` only (every other decoder reads the whole ``z``): what
+      explains ``p``'s counts lies in the slice that ``p``'s own encoder infers, as in a
+      model of ``p`` alone, and the other slices hold what the other modalities add to it.
     * ``"weighted_mean"``: per-modality posteriors over one shared latent of size ``d``
       are mixed with learned scalar weights ``w = softmax(a)`` (renormalised over the
       modalities a cell has): mean ``sum_m w_m mu_m``, variance ``sum_m w_m sigma_m^2``.
@@ -65,6 +68,9 @@ class RegularizedMultimodalVAE(ModalityVAE):
         Per modality latent size ``d_m`` and hidden width.
     n_ambient_cats_per_key, n_scaling_cats_per_key
         Per modality as in :class:`CountObservationModel` (``None`` switches the term off).
+    primary_modality
+        Concatenation mode: the modality whose decoder reads only its own latent slice
+        (None: every decoder reads the whole latent). Must be None in the other modes.
     """
 
     def __init__(
@@ -89,6 +95,7 @@ class RegularizedMultimodalVAE(ModalityVAE):
         ambient_background: str | dict = C.AMBIENT_BACKGROUND,
         ambient_cell_scale: bool = C.AMBIENT_CELL_SCALE,
         native_share_penalty: float = C.NATIVE_SHARE_PENALTY,
+        primary_modality: str | None = None,
     ):
         super().__init__()
         self.native_share_penalty = float(native_share_penalty)
@@ -123,6 +130,15 @@ class RegularizedMultimodalVAE(ModalityVAE):
             offsets[m] = (start, start + self.n_latent_per_modality[m])
             start += self.n_latent_per_modality[m]
         self.latent_slices = offsets
+        if primary_modality is not None:
+            if latent_mode != "concatenation":
+                raise ValueError("primary_modality applies to latent_mode='concatenation' only (the other modes "
+                                 f"have one shared latent); got latent_mode={latent_mode!r}.")
+            if primary_modality not in names:
+                raise ValueError(f"primary_modality must be one of the modalities {names}, got {primary_modality!r}.")
+        self.primary_modality = primary_modality
+        decoder_width = {m: (self.n_latent_per_modality[m] if m == primary_modality else self.n_latent)
+                         for m in names}
 
         n_enc_cov = sum(self.n_encoder_cats_per_key)
         if latent_mode == "single_encoder":
@@ -145,7 +161,7 @@ class RegularizedMultimodalVAE(ModalityVAE):
             {m: LibraryEncoder(n_input[m], dropout_rate=dropout_rate) for m in names}
         )
         self.decoders = nn.ModuleDict({
-            m: SoftplusDecoder(self.n_latent + n_continuous, n_input[m], sum(self.n_nn_cats_per_key),
+            m: SoftplusDecoder(decoder_width[m] + n_continuous, n_input[m], sum(self.n_nn_cats_per_key),
                                n_layers, n_hidden[m])
             for m in names
         })
@@ -187,6 +203,12 @@ class RegularizedMultimodalVAE(ModalityVAE):
     def observation_of(self, name: str):
         self._check(name)
         return self.observations[name]
+
+    def _decode_rho(self, name, z, nn_onehot, continuous_covs) -> torch.Tensor:
+        if name == self.primary_modality:  # its decoder reads its own slice only
+            a, b = self.latent_slices[name]
+            z = z[..., a:b]
+        return super()._decode_rho(name, z, nn_onehot, continuous_covs)
 
     def ambient_scale_encoder_of(self, name: str):
         self._check(name)
