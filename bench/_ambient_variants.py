@@ -10,7 +10,10 @@ tokens applied to the documented model (``AmbientRegularizedSCVI``, ``batch_key=
   lr<M>      step-size factor of the global parameters (default 10)
   prior      the Gamma(1, 100) background penalty switched on
   l1x<L>     penalty L x sum_g rho_ng per cell (rho on the library's scale: each cell's
-             native share of its counts), a sparsity-favouring prior on the decoder's signal
+             native share of its counts), a sparsity-favouring prior on the decoder's signal.
+             Every l1 token (l1x / l1n / l1s / l1p) REPLACES the package's native-share
+             penalty (the module's native_share_penalty is set to 0) and, like it, takes
+             l_n = N_n, the cell's observed total count
   tied       background s_e = a_e q_e: shape q_e fixed to the group's mean observed profile,
              amount a_e learned (starts at the init fraction)
   empty      the background's shape (and start) is the measured empty-droplet profile of each
@@ -119,16 +122,19 @@ class Spec:
             _make_percell(model)
         if self.l1 or self.l1n or self.l1s or self.l1p:
             module = model.module
+            # the bench penalty replaces the package's native-share penalty (not on top of it)
+            module.native_share_penalty = 0.0
             weight, per_count, per_root, per_power = self.l1, self.l1n, self.l1s, self.l1p
             orig_loss = module.loss
 
             def loss(self_, tensors, inference_outputs, generative_outputs, kl_weight: float = 1.0,
                      n_obs: float = 1.0):  # named: scvi-tools passes what the signature names
                 out = orig_loss(tensors, inference_outputs, generative_outputs, kl_weight=kl_weight, n_obs=n_obs)
-                rho_total = generative_outputs["rho"].sum(-1)
-                library = torch.exp(inference_outputs["log_library"]).squeeze(-1)
-                out.loss = out.loss + ((weight + per_count * library + per_root * library.sqrt()
-                                        + per_power * library ** 0.75) * rho_total).mean()
+                name = self_.modality_names[0]
+                rho_total = generative_outputs["rho"][name].sum(-1)
+                totals = self_._to(tensors[self_.counts_key(name)]).sum(-1)  # N_n, as the package's
+                out.loss = out.loss + ((weight + per_count * totals + per_root * totals.sqrt()
+                                        + per_power * totals ** 0.75) * rho_total).mean()
                 return out
 
             module.loss = types.MethodType(loss, module)
