@@ -4,7 +4,8 @@ Built from the same parts as the single-modality module (:class:`~regularizedvi.
 :class:`~regularizedvi.nn.LibraryEncoder`, :class:`~regularizedvi.nn.SoftplusDecoder`,
 :class:`~regularizedvi.module.CountObservationModel`) on the same base,
 :class:`~regularizedvi.module._base.ModalityVAE` (generative pass, ELBO, marginal
-likelihood). Every decoder reads the whole joint latent ``z``; how ``z`` is formed depends
+likelihood). Every decoder reads the joint latent ``z`` (in concatenation mode the primary
+modality's decoder its own slice of it); how ``z`` is formed depends
 on ``latent_mode`` (see :class:`RegularizedMultimodalVAE`).
 """
 
