@@ -176,7 +176,7 @@ def test_covariate_columns_start_like_ordinary_columns_and_learn_faster():
 
 @pytest.mark.parametrize("multimodal", [False, True])
 def test_loss_is_its_terms_and_the_native_share_penalty_reads_each_cells_total(multimodal):
-    """One training-mode forward pass: the native-share penalty is ``K sqrt(N_n) sum_f rho_nf``
+    """One training-mode forward pass: the native-share penalty is ``K N_n^0.75 sum_f rho_nf``
     with ``N_n`` the cell's total count recomputed from the minibatch's counts (bit for bit),
     and the loss is the mean of reconstruction + KL-weighted KLs + penalties plus the global
     prior / n_obs."""
@@ -198,6 +198,7 @@ def test_loss_is_its_terms_and_the_native_share_penalty_reads_each_cells_total(m
         model = rv.AmbientRegularizedSCVI(adata, n_hidden=8, n_latent=2)
     module = model.module
     assert module.native_share_penalty == C.NATIVE_SHARE_PENALTY > 0
+    assert module.native_share_power == C.NATIVE_SHARE_POWER == 0.75
     tensors = next(iter(model._make_data_loader(model.adata, batch_size=40, shuffle=False)))
     module.train()
     kl_weight, n_obs = 0.3, 80.0
@@ -216,7 +217,7 @@ def test_loss_is_its_terms_and_the_native_share_penalty_reads_each_cells_total(m
         penalties = 0.0
         key, scale = (module._term_name(k, m) for k in ("native_share_penalty", "ambient_scale_penalty"))
         if observation.use_background:
-            penalty = C.NATIVE_SHARE_PENALTY * totals.sqrt() * generative["rho"][m].sum(-1)
+            penalty = C.NATIVE_SHARE_PENALTY * totals.pow(0.75) * generative["rho"][m].sum(-1)
             assert torch.equal(out.kl_local[key], penalty * inference["masks"][m])
             log_c = inference["log_ambient_scale"][m].squeeze(-1)
             torch.testing.assert_close(out.kl_local[scale],

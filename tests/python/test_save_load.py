@@ -110,6 +110,7 @@ def test_multimodal_model_saved_in_format_3_keeps_decoders_reading_the_whole_lat
     # tests/python/data/make_format3_multimodal.py
     model = rv.RegularizedMultimodalVI.load(FORMAT3_MULTIMODAL, _format3_mudata())
     assert model.module.primary_modality is None
+    assert model.module.native_share_power == 0.5  # format 3's penalty: 0.17 sqrt(N)
     np.testing.assert_allclose(model.get_latent_representation(),
                                np.loadtxt(FORMAT3_MULTIMODAL / "latent_mean.txt"), rtol=1e-5, atol=1e-6)
     z = torch.as_tensor(model.get_latent_representation()[:10], dtype=torch.float32)
@@ -119,6 +120,7 @@ def test_multimodal_model_saved_in_format_3_keeps_decoders_reading_the_whole_lat
     model.save(tmp_path / "again")  # saved again: format 4, the primary modality recorded as None
     description = json.loads((tmp_path / "again" / "model.json").read_text())
     assert description["format"] == 4 and description["init_kwargs"]["primary_modality"] is None
+    assert description["init_kwargs"]["native_share_power"] == 0.5
     again = rv.RegularizedMultimodalVI.load(tmp_path / "again", _format3_mudata())
     assert again.module.primary_modality is None
 

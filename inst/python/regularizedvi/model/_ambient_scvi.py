@@ -38,8 +38,9 @@ class AmbientRegularizedSCVI(RegularizedModelBase):
     ``ambient_profile`` you measured from empty droplets), a learned amount ``a_e`` (starting
     at ``BACKGROUND_INIT_FRACTION`` = 1% of a cell's counts) and a per-cell scale ``c_n``
     with a LogNormal(0, 0.5) prior. A flexible decoder could explain any share of the soup
-    as expression; a native-share penalty ``0.17 sqrt(N_n) sum_g rho_ng`` per cell
-    (``native_share_penalty``) leaves to the background what all cells of a group share.
+    as expression; a native-share penalty ``0.024 N_n^0.75 sum_g rho_ng`` per cell
+    (``native_share_penalty``, ``native_share_power``) leaves to the background what all
+    cells of a group share.
     ``"free"`` is the spec's per-feature background ``exp(beta_{e,g})`` (started at 1% of
     each category's mean profile). The decoder starts at the dataset's mean expression
     profile. How well the amount is recovered, measured against known contamination:
@@ -73,7 +74,10 @@ class AmbientRegularizedSCVI(RegularizedModelBase):
     ambient_cell_scale
         Learn the per-cell scale ``c_n`` of the background (default True).
     native_share_penalty
-        Strength of the native-share penalty (default 0.17; 0 switches it off).
+        Strength of the native-share penalty (default 0.024; 0 switches it off).
+    native_share_power
+        Power of the cell's total count in the penalty (default 0.75; files of model
+        format 3 were trained with 0.17 sqrt(N_n) and load with it).
 
     Examples
     --------
@@ -97,11 +101,12 @@ class AmbientRegularizedSCVI(RegularizedModelBase):
         ambient_profile=None,
         ambient_cell_scale: bool = C.AMBIENT_CELL_SCALE,
         native_share_penalty: float = C.NATIVE_SHARE_PENALTY,
+        native_share_power: float = C.NATIVE_SHARE_POWER,
     ):
         n_hidden, n_latent = check_sizes(n_hidden, "n_hidden"), check_sizes(n_latent, "n_latent")
         n_layers, dropout_rate = positive_int(n_layers, "n_layers"), check_rate(dropout_rate, "dropout_rate")
         super().__init__(adata)
-        ambient = ambient_options(ambient_background, ambient_cell_scale, native_share_penalty)
+        ambient = ambient_options(ambient_background, ambient_cell_scale, native_share_penalty, native_share_power)
         # the profile itself is saved with the weights (the background's buffer)
         self._init_kwargs = {
             "n_hidden": n_hidden, "n_latent": n_latent, "n_layers": n_layers,

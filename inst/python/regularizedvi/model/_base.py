@@ -16,6 +16,7 @@ from scvi.data import AnnDataManager
 from scvi.data import fields as scvi_fields
 from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin, VAEMixin
 
+from regularizedvi import _constants as C
 from regularizedvi.data import _keys as K
 from regularizedvi.data import check_covariates, check_modalities
 from regularizedvi.data._covariates import CovariateDesign
@@ -99,7 +100,8 @@ def modality_statistics(manager: AnnDataManager, registry_key: str) -> ModalityS
     )
 
 
-def ambient_options(ambient_background, ambient_cell_scale, native_share_penalty) -> dict:
+def ambient_options(ambient_background, ambient_cell_scale, native_share_penalty,
+                    native_share_power=C.NATIVE_SHARE_POWER) -> dict:
     """The checked ambient-background arguments of a model (its ``_init_kwargs`` and module's);
     ``ambient_background`` is one form or (multimodal) a dict of forms per modality."""
     forms = ambient_background.values() if isinstance(ambient_background, dict) else [ambient_background]
@@ -109,8 +111,11 @@ def ambient_options(ambient_background, ambient_cell_scale, native_share_penalty
     penalty = float(native_share_penalty)
     if not np.isfinite(penalty) or penalty < 0:
         raise ValueError(f"native_share_penalty must be a number >= 0, got {native_share_penalty!r}.")
+    power = float(native_share_power)
+    if not np.isfinite(power) or not 0 <= power <= 1:
+        raise ValueError(f"native_share_power must be a number in [0, 1], got {native_share_power!r}.")
     return {"ambient_background": ambient_background, "ambient_cell_scale": bool(ambient_cell_scale),
-            "native_share_penalty": penalty}
+            "native_share_penalty": penalty, "native_share_power": power}
 
 
 def ambient_row_names(manager: AnnDataManager) -> list[str]:

@@ -28,7 +28,7 @@ from regularizedvi.model._multimodal_setup import (
     resolve_layers,
     resolve_modalities,
 )
-from regularizedvi.model._save_load import _BEFORE_FORMAT3
+from regularizedvi.model._save_load import _BEFORE_FORMAT3, _BEFORE_FORMAT4
 from regularizedvi.model._utils import check_rate, check_sizes, n_cats_per_key, positive_int
 from regularizedvi.module._multimodal import RegularizedMultimodalVAE, modality_key
 
@@ -84,8 +84,8 @@ class RegularizedMultimodalVI(ModalityAttributionMixin, RegularizedModelBase):
         ``"profile"`` for every modality). For protein (ADT), give the empty droplets'
         profile as ``ambient_profile={"adt": ...}``: without it neither form identifies the
         protein background well (see docs/multimodal.md).
-    ambient_cell_scale, native_share_penalty
-        As in :class:`AmbientRegularizedSCVI` (defaults True, 0.17), for every modality
+    ambient_cell_scale, native_share_penalty, native_share_power
+        As in :class:`AmbientRegularizedSCVI` (defaults True, 0.024, 0.75), for every modality
         with a background.
     ambient_profile
         Optional dict ``{modality: DataFrame}`` of measured soups (features x ambient
@@ -104,7 +104,7 @@ class RegularizedMultimodalVI(ModalityAttributionMixin, RegularizedModelBase):
 
     _module_cls = RegularizedMultimodalVAE
     # before format 4 every decoder read the whole latent
-    _earlier_init_kwargs = {3: _BEFORE_FORMAT3, 4: {"primary_modality": None}}
+    _earlier_init_kwargs = {3: _BEFORE_FORMAT3, 4: {**_BEFORE_FORMAT4, "primary_modality": None}}
 
     def __init__(
         self,
@@ -121,6 +121,7 @@ class RegularizedMultimodalVI(ModalityAttributionMixin, RegularizedModelBase):
         ambient_profile: dict | None = None,
         ambient_cell_scale: bool = C.AMBIENT_CELL_SCALE,
         native_share_penalty: float = C.NATIVE_SHARE_PENALTY,
+        native_share_power: float = C.NATIVE_SHARE_POWER,
         primary_modality: str | None = C.PRIMARY_MODALITY,
     ):
         n_layers, dropout_rate = positive_int(n_layers, "n_layers"), check_rate(dropout_rate, "dropout_rate")
@@ -131,7 +132,7 @@ class RegularizedMultimodalVI(ModalityAttributionMixin, RegularizedModelBase):
         if primary_modality == C.PRIMARY_MODALITY and primary_modality not in names:
             primary_modality = names[0] if latent_mode == "concatenation" else None
         forms = per_modality(ambient_background, names, lambda m: C.AMBIENT_BACKGROUND, "ambient_background", str)
-        ambient = ambient_options(forms, ambient_cell_scale, native_share_penalty)
+        ambient = ambient_options(forms, ambient_cell_scale, native_share_penalty, native_share_power)
         self._init_kwargs = {
             "n_hidden": n_hidden, "n_latent": n_latent, "n_layers": n_layers, "dropout_rate": dropout_rate,
             "latent_mode": latent_mode, "additive_background": additive_background,

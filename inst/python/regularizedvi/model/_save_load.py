@@ -26,11 +26,14 @@ ADATA_FILE = "adata.h5ad"
 # single-modality set-up's feature_scaling_covariate_keys=None means the nn-conditioning
 # keys. 3: the background is a profile times an amount with a per-cell scale (the init
 # arguments ambient_background / ambient_cell_scale / native_share_penalty). 4: the
+# native-share penalty's power of depth (native_share_power, 0.5 before), and the
 # multimodal model's primary modality (its decoder reads its own latent slice). Files of
 # an earlier format load with the rules their weights were trained with.
 FORMAT_VERSION = 4
 # What the ambient arguments meant before format 3 (the spec's free background, no scale).
 _BEFORE_FORMAT3 = {"ambient_background": "free", "ambient_cell_scale": False, "native_share_penalty": 0.0}
+# Format 3's native-share penalty: 0.17 sqrt(N_n).
+_BEFORE_FORMAT4 = {"native_share_power": 0.5}
 
 
 def _module_format(module) -> int:
@@ -130,7 +133,7 @@ class SafeSaveLoadMixin:
     """``save``/``load``/``load_query_data`` without pickle."""
 
     # {format: init arguments a file of an earlier format was trained with, where absent}
-    _earlier_init_kwargs = {3: _BEFORE_FORMAT3}
+    _earlier_init_kwargs = {3: _BEFORE_FORMAT3, 4: _BEFORE_FORMAT4}
 
     def save(self, dir_path: str | os.PathLike, overwrite: bool = False, save_anndata: bool = False) -> None:
         """Write the model to ``dir_path`` (``model.json`` + ``weights.pt``; optional AnnData).

@@ -35,7 +35,7 @@ class ModalityVAE(BaseModuleClass):
     """Base class of the modules: modality-keyed inference, generative pass, loss, marginal LL.
 
     Subclasses set ``modality_names``, ``n_encoder_cats_per_key``, ``n_nn_cats_per_key``,
-    ``n_latent`` and ``native_share_penalty`` and implement the methods named in the module
+    ``n_latent``, ``native_share_penalty`` and ``native_share_power`` and implement the methods named in the module
     docstring (and :meth:`ambient_scale_encoder_of`). A modality with an ambient background
     adds two per-cell terms to the loss (:meth:`_ambient_penalties`), reported in
     ``kl_local``.
@@ -194,8 +194,8 @@ class ModalityVAE(BaseModuleClass):
 
     def _ambient_penalties(self, tensors, name, inference_outputs, generative_outputs) -> dict:
         """Per-cell terms of the ambient background of modality ``name`` (none without one):
-        the native-share penalty ``K sqrt(N_n) sum_f rho_nf`` (see
-        ``C.NATIVE_SHARE_PENALTY``; ``N_n`` the cell's total count, from the inference's
+        the native-share penalty ``K N_n^p sum_f rho_nf`` (see
+        ``C.NATIVE_SHARE_PENALTY``, ``C.NATIVE_SHARE_POWER``; ``N_n`` the cell's total count, from the inference's
         ``total_counts``) and the LogNormal(0, ``C.AMBIENT_SCALE_SD``) prior of the per-cell
         background scale."""
         terms = {}
@@ -203,7 +203,9 @@ class ModalityVAE(BaseModuleClass):
             return terms
         if self.native_share_penalty:
             totals = inference_outputs["total_counts"][name]
-            terms["native_share_penalty"] = (self.native_share_penalty * totals.sqrt()
+            power = self.native_share_power
+            depth = totals.sqrt() if power == 0.5 else totals.pow(power)  # 0.5: format 3, bit for bit
+            terms["native_share_penalty"] = (self.native_share_penalty * depth
                                              * generative_outputs["rho"][name].sum(-1))
         log_scale = inference_outputs.get("log_ambient_scale", {}).get(name)
         if log_scale is not None:

@@ -96,10 +96,12 @@ class RegularizedMultimodalVAE(ModalityVAE):
         ambient_background: str | dict = C.AMBIENT_BACKGROUND,
         ambient_cell_scale: bool = C.AMBIENT_CELL_SCALE,
         native_share_penalty: float = C.NATIVE_SHARE_PENALTY,
+        native_share_power: float = C.NATIVE_SHARE_POWER,
         primary_modality: str | None = None,
     ):
         super().__init__()
         self.native_share_penalty = float(native_share_penalty)
+        self.native_share_power = float(native_share_power)
         if latent_mode not in C.LATENT_MODES:
             raise ValueError(f"latent_mode must be one of {C.LATENT_MODES}, got {latent_mode!r}.")
         self.modality_names = list(modality_names)

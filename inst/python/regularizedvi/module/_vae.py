@@ -43,10 +43,12 @@ class RegularizedVAE(ModalityVAE):
         ambient_background: str = C.AMBIENT_BACKGROUND,
         ambient_cell_scale: bool = C.AMBIENT_CELL_SCALE,
         native_share_penalty: float = C.NATIVE_SHARE_PENALTY,
+        native_share_power: float = C.NATIVE_SHARE_POWER,
     ):
         super().__init__()
         self.modality_names = [SINGLE_MODALITY]
         self.native_share_penalty = float(native_share_penalty)
+        self.native_share_power = float(native_share_power)
         self.n_latent = n_latent
         self.n_encoder_cats_per_key = list(n_encoder_cats_per_key)
         self.n_nn_cats_per_key = list(n_nn_cats_per_key)
