@@ -26,7 +26,9 @@ tokens applied to the documented model (``AmbientRegularizedSCVI``, ``batch_key=
              rather than ambient (scales with depth, unlike l1x)
   l1s<K>     penalty K x sqrt(l_n) x sum_g rho_ng per cell: the native share's penalty grows
              with the square root of depth, as the precision of a cell's floor does
-  l1p<A>     penalty A x l_n^0.75 x sum_g rho_ng per cell (between l1s and l1n)
+  l1p<A>     penalty A x l_n^0.75 x sum_g rho_ng per cell (between l1s and l1n).
+             l1s0.17 is the package default before f3a5cbc (0.17 sqrt(N)), l1p0.024 the
+             default from f3a5cbc on (facs4 seed 0: the same result to the last digit)
   dev<T>     with tied / empty: shape q_e exp(delta_eg), delta ~ Normal(0, T^2) (a global
              prior): the shape may depart from the mean / empty profile where the data say so
   cleanenc   the z encoder sees the counts less the current expected background
