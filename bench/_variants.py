@@ -32,6 +32,9 @@ Variants:
   libvar<K>  library prior variance scale K/10 (default 5 = 0.5)
   rhonorm   decoder output normalised per cell (softplus, then divided by its sum): the
             decoder can no longer carry a cell's scale, the library takes all of it
+  encscale  z encoder reads log1p(x / y_t), the feature scaling divided out (y detached;
+            encscalend: not detached); see bench/_encoder_variants.py
+  encnorm   z encoder reads depth-normalised counts log1p(x / N_n * C) (bench/_encoder_variants.py)
 Variants combine with "+", e.g. ``hdrop+fs``.
 """
 
@@ -220,6 +223,14 @@ def apply(name: str, batch_key: str = BATCH) -> dict:
             _rhonorm()
         elif part == "nosamp":
             _nosamp()
+        elif part in ("encscale", "encscalend"):
+            from _encoder_variants import apply_encscale
+
+            apply_encscale(detach=part == "encscale")
+        elif part == "encnorm":
+            from _encoder_variants import apply_encnorm
+
+            apply_encnorm()
         elif part.startswith("libvar"):
             from regularizedvi import _constants as C
 
