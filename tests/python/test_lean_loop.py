@@ -76,31 +76,6 @@ def test_lean_loop_reproduces_lightning_bitwise(case):
     assert np.array_equal(runs["lean"].train_indices, runs["lightning"].train_indices)
 
 
-def test_cpu_prefetch_thread_keeps_the_run_bitwise(monkeypatch):
-    """With the gather on a helper thread (on from 2 torch threads; forced on here at 1),
-    the minibatches and so the run are exactly the Lightning run's."""
-    import threading
-
-    from regularizedvi import _constants as C
-    from regularizedvi.data._fast_loader import FastDataModule
-
-    gather_threads = []
-    original = FastDataModule.gather
-
-    def recording_gather(self, *args, **kwargs):
-        gather_threads.append(threading.current_thread().name)
-        return original(self, *args, **kwargs)
-
-    lightning = _single()
-    lightning.train(max_epochs=4, batch_size=64, loop="lightning", **QUIET)
-    monkeypatch.setattr(C, "CPU_PREFETCH_MIN_THREADS", 1)
-    monkeypatch.setattr(FastDataModule, "gather", recording_gather)
-    lean = _single()
-    lean.train(max_epochs=4, batch_size=64, loop="lean", **QUIET)
-    assert any(name.startswith("regularizedvi-gather") for name in gather_threads)
-    _assert_same_run(lightning, lean)
-
-
 def test_lean_loop_multimodal_matches_lightning():
     runs = {}
     for loop in ("lightning", "lean"):

@@ -131,9 +131,6 @@ TRAINING_LOOP = "auto"
 # optimizer) as a CUDA graph after this many ordinary steps, and replays it.
 CUDA_GRAPH_TRAINING = True
 CUDA_GRAPH_WARMUP_STEPS = 3
-# The lean loop on the CPU gathers the next minibatch on one helper thread while the step
-# runs when torch has at least this many threads (with one, the gather stays in line).
-CPU_PREFETCH_MIN_THREADS = 2
 
 # ---- input checks ----
 # How many stored values the count check reads (all of them up to this, a seeded sample beyond).

@@ -347,13 +347,9 @@ class LeanLoop:
 def _prefetched(loader, device: torch.device):
     """The loader's minibatches; on a CUDA device each is gathered on a side stream while
     the previous step runs (the gather's kernels overlap the step's instead of queueing
-    behind them). On the CPU with two or more torch threads, each is gathered by one
-    helper thread while the previous step runs (:func:`_prefetched_on_thread`)."""
+    behind them)."""
     if device.type != "cuda":
-        if torch.get_num_threads() >= C.CPU_PREFETCH_MIN_THREADS:
-            yield from _prefetched_on_thread(loader)
-        else:
-            yield from loader
+        yield from loader
         return
     side, main = torch.cuda.Stream(device), torch.cuda.current_stream(device)
     batches = iter(loader)
@@ -376,29 +372,6 @@ def _prefetched(loader, device: torch.device):
         for tensor in batch.values():
             tensor.record_stream(main)  # memory made on the side stream, used on the main one
         yield batch
-
-
-def _prefetched_on_thread(loader):
-    """The loader's minibatches in order, the next one gathered by a helper thread while
-    the caller trains on the current one.
-
-    The CPU gather (scipy's row slice and densification, which release the GIL) is work
-    proportional to the minibatch that torch's intra-op threads cannot share; overlapped
-    with the step it leaves the step's critical path. One gather is in flight at a time,
-    so the loader is never advanced by two threads at once, and the minibatches (and so
-    the trained model, for a seed) are the same as without the thread.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    batches = iter(loader)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="regularizedvi-gather") as pool:
-        upcoming = pool.submit(next, batches, None)
-        while True:
-            batch = upcoming.result()
-            if batch is None:
-                return
-            upcoming = pool.submit(next, batches, None)
-            yield batch
 
 
 def _progress(total: int, enabled: bool):
