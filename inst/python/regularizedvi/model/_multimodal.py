@@ -28,7 +28,6 @@ from regularizedvi.model._multimodal_setup import (
     resolve_layers,
     resolve_modalities,
 )
-from regularizedvi.model._save_load import _BEFORE_FORMAT3, _BEFORE_FORMAT4
 from regularizedvi.model._utils import check_rate, check_sizes, n_cats_per_key, positive_int
 from regularizedvi.module._multimodal import RegularizedMultimodalVAE, modality_key
 
@@ -68,8 +67,9 @@ class RegularizedMultimodalVI(ModalityAttributionMixin, RegularizedModelBase):
         latent). The primary modality's counts are then explained by its own encoder's
         slice, as in a model of that modality alone; the other modalities shape that slice
         too (their decoders read it) and keep slices of their own for what they add. On
-        SNARE-seq RNA + ATAC this lifts the joint latent from below an RNA-only model to
-        at or above it (docs/multimodal.md). Choose the best-measured modality (RNA).
+        SNARE-seq RNA + ATAC this lifts the joint latent's kNN purity from below an
+        RNA-only model's to equal to it (its scib bio conservation stays 0.014 below;
+        docs/multimodal.md). Choose the best-measured modality (RNA).
         Other latent modes take ``None`` only.
     additive_background
         Bool or dict per modality. Default: on, except for ATAC-like modality names
@@ -103,8 +103,9 @@ class RegularizedMultimodalVI(ModalityAttributionMixin, RegularizedModelBase):
     """
 
     _module_cls = RegularizedMultimodalVAE
-    # before format 4 every decoder read the whole latent
-    _earlier_init_kwargs = {3: _BEFORE_FORMAT3, 4: {**_BEFORE_FORMAT4, "primary_modality": None}}
+    # the shared rules, and: before format 4 every decoder read the whole latent
+    _earlier_init_kwargs = {**RegularizedModelBase._earlier_init_kwargs,
+                            4: {**RegularizedModelBase._earlier_init_kwargs[4], "primary_modality": None}}
 
     def __init__(
         self,

@@ -203,9 +203,7 @@ class ModalityVAE(BaseModuleClass):
             return terms
         if self.native_share_penalty:
             totals = inference_outputs["total_counts"][name]
-            power = self.native_share_power
-            depth = totals.sqrt() if power == 0.5 else totals.pow(power)  # 0.5: format 3, bit for bit
-            terms["native_share_penalty"] = (self.native_share_penalty * depth
+            terms["native_share_penalty"] = (self.native_share_penalty * totals.pow(self.native_share_power)
                                              * generative_outputs["rho"][name].sum(-1))
         log_scale = inference_outputs.get("log_ambient_scale", {}).get(name)
         if log_scale is not None:
