@@ -61,15 +61,12 @@ RunRegularizedVI <- function(object, batch = NULL, ambient = NULL, nn.conditioni
                              contamination.column = "regularizedvi_contamination",
                              max.epochs = NULL, accelerator = "auto", devices = "auto",
                              batch.size = 128, progress = TRUE, train.args = list(), seed = 0) {
-  .check_run(object, "RunRegularizedVI", "runRegularizedVI", contamination.column,
-             max.epochs = max.epochs, batch.size = batch.size, accelerator = accelerator,
-             devices = devices, progress = progress, seed = seed, train.args = train.args)
+  training <- .check_run(object, "RunRegularizedVI", "runRegularizedVI", contamination.column)
   .check_model_dots(list(...), "RunRegularizedVI", "regularizedviModel")
   model <- regularizedviModel(object, batch = batch, ambient = ambient,
                               nn.conditioning = nn.conditioning, ...,
                               ambient.profile = ambient.profile, assay = assay, layer = layer, seed = seed)
-  .train_model(model, max.epochs = max.epochs, accelerator = accelerator, devices = devices,
-               batch.size = batch.size, progress = progress, train.args = train.args)
+  .train_run(model, training)
   object <- .attach_seurat_reduction(object, model, assay, reduction.name, reduction.key)
   object <- .add_cell_columns(object, .contamination_table(model, contamination.column))
   .log_command(object, "RunRegularizedVI", assay = assay)
@@ -133,15 +130,12 @@ runRegularizedVI <- function(x, batch = NULL, ambient = NULL, nn.conditioning = 
                              contamination.column = "regularizedvi_contamination",
                              max.epochs = NULL, accelerator = "auto", devices = "auto",
                              batch.size = 128, progress = TRUE, train.args = list(), seed = 0) {
-  .check_run(x, "runRegularizedVI", "RunRegularizedVI", contamination.column,
-             max.epochs = max.epochs, batch.size = batch.size, accelerator = accelerator,
-             devices = devices, progress = progress, seed = seed, train.args = train.args)
+  training <- .check_run(x, "runRegularizedVI", "RunRegularizedVI", contamination.column)
   .check_model_dots(list(...), "runRegularizedVI", "regularizedviModel")
   model <- regularizedviModel(x, batch = batch, ambient = ambient,
                               nn.conditioning = nn.conditioning, ...,
                               ambient.profile = ambient.profile, assay.type = assay.type, seed = seed)
-  .train_model(model, max.epochs = max.epochs, accelerator = accelerator, devices = devices,
-               batch.size = batch.size, progress = progress, train.args = train.args)
+  .train_run(model, training)
   x <- .attach_sce_reduction(x, model, name)
   .add_cell_columns(x, .contamination_table(model, contamination.column))
 }

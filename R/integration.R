@@ -108,8 +108,7 @@ RegularizedVIIntegration <- function(object, assay = NULL, orig = NULL, layers =
   }
   .check_key(reduction.key)
   .check_column_name(contamination.column, "contamination.column")
-  .check_train_args(max.epochs = max.epochs, batch.size = batch.size, accelerator = accelerator,
-                    devices = devices, progress = progress, seed = seed, train.args = train.args)
+  training <- .run_training()
   .check_model_dots(list(...), "RegularizedVIIntegration", "regularizedviModel")
   if (is.null(assay)) assay <- SeuratObject::DefaultAssay(object)
   cells <- colnames(object)
@@ -131,8 +130,7 @@ RegularizedVIIntegration <- function(object, assay = NULL, orig = NULL, layers =
                        features = features, seed = seed)
   }
   model <- if (verbose) build() else suppressMessages(build())
-  .train_model(model, max.epochs = max.epochs, accelerator = accelerator, devices = devices,
-               batch.size = batch.size, progress = progress, train.args = train.args)
+  .train_run(model, training)
   out <- stats::setNames(list(.model_reduction(model, assay, reduction.key, cells)), new.reduction)
   # IntegrateLayers() assigns each element with obj[[name]] <- value: a data.frame named
   # like its column becomes that metadata column (matched by cell name).

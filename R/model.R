@@ -221,6 +221,12 @@ trainRegularizedVI <- function(model, max.epochs = NULL, accelerator = "auto", d
   invisible(model)
 }
 
+# Trains a run function's model with the options .check_run() / .run_training() returned;
+# `train` is .train_model() or, for a query, .train_query().
+.train_run <- function(model, training, train = .train_model) {
+  do.call(train, c(list(model), training))
+}
+
 .check_model <- function(model) {
   if (!inherits(model, "regularizedviModel")) {
     stop("Expected a regularizedviModel (from regularizedviModel(), LoadRegularizedVI() or ",

@@ -52,15 +52,12 @@ RunRegularizedMultimodalVI <- function(object, assays = c("RNA", "ADT"), batch =
                                        contamination.column = "regularizedvi_contamination",
                                        max.epochs = NULL, accelerator = "auto", devices = "auto",
                                        batch.size = 128, progress = TRUE, train.args = list(), seed = 0) {
-  .check_run(object, "RunRegularizedMultimodalVI", "runRegularizedMultimodalVI", contamination.column,
-             max.epochs = max.epochs, batch.size = batch.size, accelerator = accelerator,
-             devices = devices, progress = progress, seed = seed, train.args = train.args)
+  training <- .check_run(object, "RunRegularizedMultimodalVI", "runRegularizedMultimodalVI", contamination.column)
   .check_model_dots(list(...), "RunRegularizedMultimodalVI", "regularizedviMultimodalModel")
   model <- regularizedviMultimodalModel(object, assays = assays, batch = batch, ...,
                                         ambient.profile = ambient.profile, layer = layer,
                                         latent.mode = latent.mode, seed = seed)
-  .train_model(model, max.epochs = max.epochs, accelerator = accelerator, devices = devices,
-               batch.size = batch.size, progress = progress, train.args = train.args)
+  .train_run(model, training)
   object <- .attach_seurat_reduction(object, model, model$mod_keys[[1]], reduction.name,
                                      reduction.key)
   object <- .add_cell_columns(object, .contamination_table(model, contamination.column))
@@ -101,15 +98,12 @@ runRegularizedMultimodalVI <- function(x, altexps = NULL, batch = NULL, ...,
                                        contamination.column = "regularizedvi_contamination",
                                        max.epochs = NULL, accelerator = "auto", devices = "auto",
                                        batch.size = 128, progress = TRUE, train.args = list(), seed = 0) {
-  .check_run(x, "runRegularizedMultimodalVI", "RunRegularizedMultimodalVI", contamination.column,
-             max.epochs = max.epochs, batch.size = batch.size, accelerator = accelerator,
-             devices = devices, progress = progress, seed = seed, train.args = train.args)
+  training <- .check_run(x, "runRegularizedMultimodalVI", "RunRegularizedMultimodalVI", contamination.column)
   .check_model_dots(list(...), "runRegularizedMultimodalVI", "regularizedviMultimodalModel")
   model <- regularizedviMultimodalModel(x, altexps = altexps, batch = batch, ...,
                                         ambient.profile = ambient.profile, main.name = main.name,
                                         assay.type = assay.type, latent.mode = latent.mode, seed = seed)
-  .train_model(model, max.epochs = max.epochs, accelerator = accelerator, devices = devices,
-               batch.size = batch.size, progress = progress, train.args = train.args)
+  .train_run(model, training)
   x <- .attach_sce_reduction(x, model, name)
   .add_cell_columns(x, .contamination_table(model, contamination.column))
 }

@@ -75,14 +75,11 @@ MapRegularizedVIQuery <- function(query, reference, max.epochs = NULL, freeze = 
                                   contamination.column = "regularizedvi_contamination",
                                   accelerator = "auto", devices = "auto", batch.size = 128,
                                   progress = TRUE, train.args = list(), seed = 0) {
-  .check_run(query, "MapRegularizedVIQuery", "mapRegularizedVIQuery", contamination.column,
-             max.epochs = max.epochs, batch.size = batch.size, accelerator = accelerator,
-             devices = devices, progress = progress, seed = seed, train.args = train.args)
+  training <- .check_run(query, "MapRegularizedVIQuery", "mapRegularizedVIQuery", contamination.column)
   options <- .check_transfer(transfer, reference.object, "Seurat", transfer.options, transfer.prefix)
   description <- .reference_description(reference)
   model <- .query_model(query, reference, description, freeze, seed, assay = assay, layer = layer)
-  .train_query(model, max.epochs = max.epochs, accelerator = accelerator, devices = devices,
-               batch.size = batch.size, progress = progress, train.args = train.args)
+  .train_run(model, training, .train_query)
   reduction_assay <- if (inherits(model, "regularizedviMultimodalModel")) model$mod_keys[[1]] else assay
   query <- .attach_seurat_reduction(query, model, reduction_assay, reduction.name, reduction.key)
   query <- .add_cell_columns(query, .contamination_table(model, contamination.column))
@@ -103,16 +100,13 @@ mapRegularizedVIQuery <- function(query, reference, max.epochs = NULL, freeze = 
                                   contamination.column = "regularizedvi_contamination",
                                   main.name = NULL, accelerator = "auto", devices = "auto",
                                   batch.size = 128, progress = TRUE, train.args = list(), seed = 0) {
-  .check_run(query, "mapRegularizedVIQuery", "MapRegularizedVIQuery", contamination.column,
-             max.epochs = max.epochs, batch.size = batch.size, accelerator = accelerator,
-             devices = devices, progress = progress, seed = seed, train.args = train.args)
+  training <- .check_run(query, "mapRegularizedVIQuery", "MapRegularizedVIQuery", contamination.column)
   options <- .check_transfer(transfer, reference.object, "SingleCellExperiment", transfer.options,
                              transfer.prefix)
   description <- .reference_description(reference)
   model <- .query_model(query, reference, description, freeze, seed, assay.type = assay.type,
                         main.name = main.name)
-  .train_query(model, max.epochs = max.epochs, accelerator = accelerator, devices = devices,
-               batch.size = batch.size, progress = progress, train.args = train.args)
+  .train_run(model, training, .train_query)
   query <- .attach_sce_reduction(query, model, name)
   query <- .add_cell_columns(query, .contamination_table(model, contamination.column))
   if (!is.null(transfer)) {

@@ -173,9 +173,25 @@
   invisible(value)
 }
 
+# The training arguments every run function takes, under these names: .run_training()
+# reads them from the run function's frame.
+.run_train_names <- c("max.epochs", "batch.size", "accelerator", "devices", "progress", "seed",
+                      "train.args")
+
+# A run function's training options, read by name from its frame `env` and checked
+# (.check_train_args()); returned without `seed` (the model's builder takes it), as the
+# options of .train_model() for .train_run().
+.run_training <- function(env = parent.frame()) {
+  training <- mget(.run_train_names, envir = env)
+  do.call(.check_train_args, training)
+  training[names(training) != "seed"]
+}
+
 # What every run function checks first: the object's class (naming the function for the
-# other class), the training options and the contamination column's name.
-.check_run <- function(object, fun, other, contamination.column, ...) {
+# other class), the training options (read from the run function's frame `env`, see
+# .run_training()) and the contamination column's name. Returns the training options for
+# .train_run().
+.check_run <- function(object, fun, other, contamination.column, env = parent.frame()) {
   seurat <- startsWith(fun, toupper(substr(fun, 1, 1)))
   if (seurat && !inherits(object, "Seurat")) {
     stop(fun, "() needs a Seurat object; for a SingleCellExperiment use ", other, "().", call. = FALSE)
@@ -183,6 +199,7 @@
   if (!seurat && !inherits(object, "SingleCellExperiment")) {
     stop(fun, "() needs a SingleCellExperiment; for a Seurat object use ", other, "().", call. = FALSE)
   }
-  .check_train_args(...)
+  training <- .run_training(env)
   .check_column_name(contamination.column, "contamination.column")
+  invisible(training)
 }
