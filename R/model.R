@@ -51,6 +51,17 @@
   list(categorical = unique(as.character(categorical)), continuous = as.character(continuous))
 }
 
+# What both model builders (regularizedviModel(), regularizedviMultimodalModel()) make
+# of their covariate arguments: the arguments named as in .setup_map, read from the
+# builder's frame `env`, with the layer of each cell as the batch where .default_batch()
+# says so; returns the Python setup arguments (`args`) and the metadata columns they need
+# (`columns`).
+.covariate_setup <- function(parts, env = parent.frame()) {
+  covariates <- .default_batch(mget(names(.setup_map), envir = env), parts$meta, parts$layers)
+  setup_args <- .setup_args(covariates)
+  list(args = setup_args, columns = .setup_columns(setup_args))
+}
+
 # Seeds Python, NumPy and torch as scvi-tools does, without Lightning's "Seed set to" line.
 .set_seed <- function(seed) {
   if (is.null(seed)) return(invisible())
@@ -148,18 +159,12 @@ regularizedviModel <- function(object, batch = NULL, ambient = NULL, nn.conditio
   .check_profile(ambient.profile)
   form <- .background_form(ambient.background)
   parts <- .extract_counts_and_meta(object, assay = assay, layer = layer, assay.type = assay.type)
-  covariates <- .default_batch(list(
-    batch = batch, ambient = ambient, nn.conditioning = nn.conditioning,
-    feature.scaling = feature.scaling, dispersion = dispersion, library.size = library.size,
-    encoder.covariates = encoder.covariates, continuous.covariates = continuous.covariates
-  ), parts$meta, parts$layers)
-  setup_args <- .setup_args(covariates)
-  columns <- .setup_columns(setup_args)
+  setup <- .covariate_setup(parts)
   .check_profile_features(ambient.profile, if (is.null(features)) rownames(parts$counts) else features)
-  adata <- .parts_to_anndata(parts, features = features, categorical = columns$categorical,
-                             continuous = columns$continuous)
+  adata <- .parts_to_anndata(parts, features = features, categorical = setup$columns$categorical,
+                             continuous = setup$columns$continuous)
   rv <- .py_module("regularizedvi")
-  .py_call(do.call(rv$AmbientRegularizedSCVI$setup_anndata, c(list(adata), setup_args)),
+  .py_call(do.call(rv$AmbientRegularizedSCVI$setup_anndata, c(list(adata), setup$args)),
            "Setting up the data failed")
   .set_seed(net$seed)
   model_args <- list(adata, n_hidden = net$n.hidden, n_latent = net$n.latent,

@@ -77,15 +77,9 @@ regularizedviMultimodalModel <- function(object, assays = NULL, altexps = NULL, 
     stats::setNames(nm = names(parts$counts)),
     function(m) if (is.null(features[[m]])) rownames(parts$counts[[m]]) else features[[m]]))
   form <- .background_form(ambient.background, names(parts$counts))
-  covariates <- .default_batch(list(
-    batch = batch, ambient = ambient, nn.conditioning = nn.conditioning,
-    feature.scaling = feature.scaling, dispersion = dispersion, library.size = library.size,
-    encoder.covariates = encoder.covariates, continuous.covariates = continuous.covariates
-  ), parts$meta, parts$layers)
-  setup_args <- .setup_args(covariates)
-  columns <- .setup_columns(setup_args)
-  mdata <- .parts_to_mudata(parts, features = features, categorical = columns$categorical,
-                            continuous = columns$continuous)
+  setup <- .covariate_setup(parts)
+  mdata <- .parts_to_mudata(parts, features = features, categorical = setup$columns$categorical,
+                            continuous = setup$columns$continuous)
   mods <- as.character(reticulate::py_to_r(reticulate::import_builtins(convert = FALSE)$list(mdata$mod)))
   if (length(mods) < 2) {
     stop("A multimodal model needs at least 2 modalities, got ", length(mods), " (",
@@ -95,7 +89,7 @@ regularizedviMultimodalModel <- function(object, assays = NULL, altexps = NULL, 
   rv <- .py_module("regularizedvi")
   modalities <- reticulate::py_dict(mods, as.list(mods), convert = FALSE)
   .py_call(do.call(rv$RegularizedMultimodalVI$setup_mudata,
-                   c(list(mdata, modalities = modalities), setup_args)),
+                   c(list(mdata, modalities = modalities), setup$args)),
            "Setting up the data failed")
   .set_seed(net$seed)
   model_args <- list(mdata, n_hidden = .per_modality(net$n.hidden, mods, "n.hidden"),
