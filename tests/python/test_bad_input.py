@@ -66,6 +66,25 @@ def test_unknown_keywords_raise(small):
         model.train(max_epochs=1, not_an_option=3, enable_progress_bar=False)
 
 
+@pytest.mark.parametrize("multimodal", [False, True])
+def test_misspelt_setup_argument_is_a_type_error_naming_the_fix(multimodal):
+    if multimodal:
+        data = rv.simulate_multiome(n_cells=60, n_genes=40, n_peaks=50, n_batches=2, seed=4)
+        setup, method = (lambda **kw: rv.RegularizedMultimodalVI.setup_mudata(
+            data, modalities=["rna", "atac"], **kw)), "setup_mudata"
+    else:
+        data = rv.simulate_counts(n_cells=60, n_genes=60, n_batches=2, n_cell_types=2, markers_per_type=5, seed=3)
+        setup, method = (lambda **kw: rv.AmbientRegularizedSCVI.setup_anndata(data, **kw)), "setup_anndata"
+    with pytest.raises(TypeError, match=rf"^{method}\(\) got unexpected keyword argument\(s\) 'batchkey' "
+                                        r"\(did you mean 'batch_key'\?\)\. Valid arguments: .*batch_key"):
+        setup(batchkey="batch")
+    with pytest.raises(TypeError, match=r"'zzz'\. Valid"):
+        setup(zzz=1)
+    assert "_scvi_manager_uuid" not in data.uns  # refused before anything was registered
+    setup(batch_key="batch")
+    assert "_scvi_manager_uuid" in data.uns
+
+
 def test_continuous_column_is_refused_as_a_batch():
     adata = rv.simulate_counts(n_cells=120, n_genes=60, n_batches=2, n_cell_types=2, markers_per_type=5, seed=3)
     adata.obs["total"] = np.asarray(adata.X.sum(1)).ravel()

@@ -8,6 +8,8 @@ MuData; everything else (outputs, training, save/load, query mapping) is shared.
 
 from __future__ import annotations
 
+import difflib
+import inspect
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +20,7 @@ from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin, VAEMixin
 
 from regularizedvi import _constants as C
 from regularizedvi.data import _keys as K
-from regularizedvi.data import check_covariates, check_modalities
+from regularizedvi.data import check_covariates, check_modalities, resolve_covariate_design
 from regularizedvi.data._covariates import CovariateDesign
 from regularizedvi.model._outputs import ModalityOutputsMixin
 from regularizedvi.model._save_load import SafeSaveLoadMixin
@@ -27,6 +29,23 @@ from regularizedvi.model._utils import count_statistics, n_cats_per_key
 
 
 # ---------------------------------------------------------------------- registration
+def covariate_design(setup_method_args: dict) -> CovariateDesign:
+    """The covariate design of a setup method's call: its covariate keys (``batch_key``,
+    ``ambient_covariate_keys``, ... ``continuous_covariate_keys``, the arguments of
+    :func:`resolve_covariate_design`, which both models' setup methods take under the same
+    names), read from ``setup_method_args`` (``cls._get_setup_method_args(**locals())``)."""
+    args = setup_method_args["setup_args"]
+    names = inspect.signature(resolve_covariate_design).parameters
+    return resolve_covariate_design(**{name: args[name] for name in names})
+
+
+def continuous_columns(manager: AnnDataManager) -> list[str]:
+    """The registered continuous covariate columns; ``[]`` when none are registered."""
+    if K.CONTINUOUS not in manager.data_registry:
+        return []
+    return manager.get_state_registry(K.CONTINUOUS).get("columns", [])
+
+
 def covariate_fields(design: CovariateDesign, mudata: bool) -> list:
     """The scvi-tools fields of a covariate design: ``obs`` columns of an AnnData, or of a
     MuData's global ``obs`` (``mod_key=None``)."""
@@ -53,12 +72,33 @@ def covariate_fields(design: CovariateDesign, mudata: bool) -> list:
     ]
 
 
+# Keyword arguments a set-up passes on to scvi-tools (when a query or a loaded model reuses a
+# registry); everything else in ``**kwargs`` is a typo of a set-up argument.
+TRANSFER_KWARGS = ("source_registry", "extend_categories")
+
+
+def check_setup_kwargs(kwargs: dict, setup_method_args: dict, method: str) -> None:
+    """TypeError naming any keyword argument of ``method`` that is neither a set-up argument
+    nor one of :data:`TRANSFER_KWARGS`, with the closest valid names."""
+    unknown = [k for k in kwargs if k not in TRANSFER_KWARGS]
+    if not unknown:
+        return
+    valid = [k for k in setup_method_args.get("setup_args", {}) if k != "kwargs"]
+    hints = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, valid, n=1)
+        hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    raise TypeError(f"{method}() got unexpected keyword argument(s) {', '.join(hints)}. "
+                    f"Valid arguments: {', '.join(valid)}.")
+
+
 def register_data(model_cls, data, count_fields: list, matrices: dict, design: CovariateDesign,
                   setup_method_args: dict, mudata: bool, **kwargs) -> None:
     """Check and register ``data`` (AnnData or MuData) for ``model_cls``: the counts of
     every modality (``matrices``: ``{where: matrix}``, :func:`check_modalities`), the
     covariate columns, then scvi-tools' fields. ``kwargs`` are those of
     ``AnnDataManager.register_fields`` (``source_registry`` when transferring a set-up)."""
+    check_setup_kwargs(kwargs, setup_method_args, "setup_mudata" if mudata else "setup_anndata")
     check_modalities(matrices, transferring="source_registry" in kwargs)
     where = "setup_mudata (mdata.obs)" if mudata else "setup_anndata"
     check_covariates(data.obs, design.categorical_keys(), where)
