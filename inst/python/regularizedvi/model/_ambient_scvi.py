@@ -9,11 +9,12 @@ from scvi.data.fields import LayerField
 
 from regularizedvi import _constants as C
 from regularizedvi.data import _keys as K
-from regularizedvi.data import resolve_covariate_design
 from regularizedvi.model._base import (
     RegularizedModelBase,
     ambient_options,
     ambient_row_names,
+    continuous_columns,
+    covariate_design,
     given_ambient_profile,
     modality_statistics,
     register_data,
@@ -116,8 +117,7 @@ class AmbientRegularizedSCVI(RegularizedModelBase):
         stats = modality_statistics(manager, K.X)
         profiles = stats.ambient_profiles if ambient_profile is None else given_ambient_profile(
             ambient_profile, adata.var_names, ambient_row_names(manager), "ambient_profile")
-        continuous = manager.get_state_registry(K.CONTINUOUS).get("columns", []) \
-            if K.CONTINUOUS in manager.data_registry else []
+        continuous = continuous_columns(manager)
         n_dispersion_groups = len(manager.get_state_registry(K.DISPERSION).categorical_mapping)
         self.module = self._module_cls(
             n_input=stats.n_features,
@@ -200,11 +200,7 @@ class AmbientRegularizedSCVI(RegularizedModelBase):
         Without ``batch_key`` or purpose-specific keys, every component has one group.
         """
         setup_method_args = cls._get_setup_method_args(**locals())
-        design = resolve_covariate_design(
-            batch_key, ambient_covariate_keys, nn_conditioning_covariate_keys,
-            feature_scaling_covariate_keys, dispersion_key, library_size_key,
-            encoder_covariate_keys, continuous_covariate_keys,
-        )
+        design = covariate_design(setup_method_args)
         if layer is not None and layer not in adata.layers:
             raise KeyError(
                 f"layer '{layer}' is not in adata.layers (available: {list(adata.layers.keys())}). "

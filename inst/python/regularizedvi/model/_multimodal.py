@@ -10,12 +10,13 @@ from scvi.data.fields import MuDataLayerField
 
 from regularizedvi import _constants as C
 from regularizedvi.data import _keys as K
-from regularizedvi.data import resolve_covariate_design
 from regularizedvi.model._attribution import ModalityAttributionMixin
 from regularizedvi.model._base import (
     RegularizedModelBase,
     ambient_options,
     ambient_row_names,
+    continuous_columns,
+    covariate_design,
     given_ambient_profile,
     modality_statistics,
     register_data,
@@ -149,8 +150,7 @@ class RegularizedMultimodalVI(ModalityAttributionMixin, RegularizedModelBase):
         manager = self.adata_manager
         stats = {m: modality_statistics(manager, modality_key(m)) for m in names}
         ambient_cats = n_cats_per_key(manager, K.AMBIENT)
-        continuous = manager.get_state_registry(K.CONTINUOUS).get("columns", []) \
-            if K.CONTINUOUS in manager.data_registry else []
+        continuous = continuous_columns(manager)
         scaling_cats = n_cats_per_key(manager, K.FEATURE_SCALING)
         self.module = self._module_cls(
             modality_names=names,
@@ -251,11 +251,7 @@ library_size_key, encoder_covariate_keys, continuous_covariate_keys
         layers = resolve_layers(layer, list(mapping))
         setup_method_args["setup_args"]["modalities"] = mapping
         matrices = check_mudata(mdata, mapping, layers)
-        design = resolve_covariate_design(
-            batch_key, ambient_covariate_keys, nn_conditioning_covariate_keys,
-            feature_scaling_covariate_keys, dispersion_key, library_size_key,
-            encoder_covariate_keys, continuous_covariate_keys,
-        )
+        design = covariate_design(setup_method_args)
         count_fields = [
             MuDataLayerField(modality_key(name), layers[name], mod_key=mod, is_count_data=True, mod_required=True)
             for name, mod in mapping.items()
