@@ -22,6 +22,8 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from regularizedvi.simulate import log_uniform, marker_profiles
+
 
 def simulate_plate_mix(
     n_genes: int = 1000,
@@ -44,15 +46,10 @@ def simulate_plate_mix(
 
     rng = np.random.default_rng(seed)
     base = np.exp(rng.normal(0.0, 1.4, n_genes))
-    profiles = np.tile(base, (n_cell_types, 1))
-    markers = {}
-    for k in range(n_cell_types):
-        idx = rng.choice(n_genes, markers_per_type, replace=False)
-        profiles[k, idx] *= marker_fold
-        markers[f"type{k}"] = idx
-    profiles /= profiles.sum(1, keepdims=True)
+    markers = [rng.choice(n_genes, markers_per_type, replace=False) for _ in range(n_cell_types)]
+    profiles = marker_profiles(base, markers, marker_fold)  # types x genes
     plate_bias = np.exp(rng.normal(0.0, plate_bias_sd, n_genes))
-    theta_umi = np.exp(rng.uniform(np.log(umi_theta[0]), np.log(umi_theta[1]), n_genes))
+    theta_umi = log_uniform(rng, umi_theta, n_genes)
     theta_plate = np.exp(rng.normal(np.log(plate_theta), 0.4, n_genes))
 
     blocks, obs = [], []

@@ -23,6 +23,22 @@ import pandas as pd
 from scipy import sparse
 
 
+def marker_profiles(base: np.ndarray, markers, marker_fold: float) -> np.ndarray:
+    """Cell-type expression profiles, types x genes, each row summing to 1: ``base`` (one
+    value per gene) with type ``k``'s genes ``markers[k]`` (indices) multiplied by
+    ``marker_fold``. Shared by :func:`simulate_counts` and the benchmarks' simulations."""
+    profiles = np.tile(base, (len(markers), 1))
+    for k, idx in enumerate(markers):
+        profiles[k, idx] *= marker_fold
+    return profiles / profiles.sum(1, keepdims=True)
+
+
+def log_uniform(rng: np.random.Generator, bounds: tuple[float, float], size) -> np.ndarray:
+    """``size`` values log-uniform between ``bounds[0]`` and ``bounds[1]`` (one
+    ``rng.uniform`` draw), e.g. inverse dispersions per gene."""
+    return np.exp(rng.uniform(np.log(bounds[0]), np.log(bounds[1]), size))
+
+
 def simulate_counts(
     n_cells: int = 2000,
     n_genes: int = 1000,
@@ -64,15 +80,9 @@ def simulate_counts(
     rng = np.random.default_rng(seed)
     base = rng.lognormal(mean=0.0, sigma=1.5, size=n_genes)
     genes = rng.permutation(n_genes)
-    marker_genes, profiles = {}, []
-    for k in range(n_cell_types):
-        fold = np.ones(n_genes)
-        markers = genes[k * markers_per_type:(k + 1) * markers_per_type]
-        fold[markers] = marker_fold
-        marker_genes[f"type_{k}"] = markers
-        profile = base * fold
-        profiles.append(profile / profile.sum())
-    profiles = np.stack(profiles, 1)  # genes x types
+    markers = [genes[k * markers_per_type:(k + 1) * markers_per_type] for k in range(n_cell_types)]
+    marker_genes = {f"type_{k}": idx for k, idx in enumerate(markers)}
+    profiles = np.ascontiguousarray(marker_profiles(base, markers, marker_fold).T)  # genes x types
 
     batch_of_cell = rng.integers(0, n_batches, n_cells)
     composition = rng.dirichlet(np.full(n_cell_types, 2.0), size=n_batches)
@@ -89,7 +99,7 @@ def simulate_counts(
 
     lib_shift = np.linspace(-0.3, 0.3, n_batches)
     library = rng.lognormal(library_log_mean + lib_shift[batch_of_cell], library_log_sd)
-    theta = np.exp(rng.uniform(np.log(theta_range[0]), np.log(theta_range[1]), n_genes))
+    theta = log_uniform(rng, theta_range, n_genes)
 
     signal = profiles[:, type_of_cell].T * batch_fold[batch_of_cell]
     signal = signal / signal.sum(1, keepdims=True)
