@@ -59,6 +59,36 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def current_rss_mib() -> float:
+    """Resident set size of this process now (VmRSS), MiB (NaN where /proc has none)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def measure_call(fn):
+    """``(fn(), seconds, peak RSS growth in MiB)`` of one call: VmHWM is reset just before it
+    (``/proc/self/clear_refs``), so the peak is the call's alone, minus the RSS before."""
+    Path("/proc/self/clear_refs").write_text("5")
+    before = current_rss_mib()
+    start = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - start, peak_rss_mib() - before
+
+
+def pca_embedding(adata, n_comps: int = 50):
+    """The usual pre-integration embedding: PCA (arpack, random_state 0; at most
+    ``n_vars - 1`` components) of log1p counts normalised to 1e4 per cell, on a copy."""
+    import scanpy as sc
+
+    a = adata.copy()
+    sc.pp.normalize_total(a, target_sum=1e4)
+    sc.pp.log1p(a)
+    sc.tl.pca(a, n_comps=min(n_comps, a.n_vars - 1), svd_solver="arpack", random_state=0)
+    return a.obsm["X_pca"]
+
+
 def environment() -> dict:
     import numpy
     import scvi

@@ -16,18 +16,10 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS_DIR, peak_rss_mib, quiet, set_threads, write_json  # noqa: E402
-
-
-def current_rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+from _common import RESULTS_DIR, measure_call, quiet, set_threads, write_json  # noqa: E402
 
 
 def worker(n_cells: int, n_latent: int, n_genes: int, n_peaks: int) -> dict:
@@ -40,14 +32,10 @@ def worker(n_cells: int, n_latent: int, n_genes: int, n_peaks: int) -> dict:
                                             batch_key="batch")
     model = rv.RegularizedMultimodalVI(mdata, n_latent={"rna": n_latent, "atac": n_latent})
     model.train(max_epochs=1, enable_progress_bar=False)
-    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM: the peak of the call alone
-    before = current_rss_mib()
-    start = time.perf_counter()
-    attribution = model.get_modality_attribution(method="jvp")
-    seconds = time.perf_counter() - start
+    attribution, seconds, mib = measure_call(lambda: model.get_modality_attribution(method="jvp"))
     return {"cells": n_cells, "latent_dims": 2 * n_latent,
             "features": int(mdata["rna"].n_vars + mdata["atac"].n_vars),
-            "seconds": seconds, "peak_rss_growth_mib": peak_rss_mib() - before,
+            "seconds": seconds, "peak_rss_growth_mib": mib,
             "shape": list(attribution.shape)}
 
 

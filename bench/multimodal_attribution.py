@@ -19,28 +19,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import peak_rss_mib, quiet, set_threads, write_json  # noqa: E402
-
-
-def current_rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def measure(fn):
-    Path("/proc/self/clear_refs").write_text("5")
-    before = current_rss_mib()
-    start = time.perf_counter()
-    result = fn()
-    return result, time.perf_counter() - start, peak_rss_mib() - before
+from _common import measure_call, quiet, set_threads, write_json  # noqa: E402
 
 
 def main() -> None:
@@ -66,7 +50,7 @@ def main() -> None:
             idx = np.arange(min(n_cells, mdata.n_obs))
             tables = {}
             for method in ["jvp"] + (["finite_difference"] if args.check_fd else []):
-                tables[method], secs, mib = measure(
+                tables[method], secs, mib = measure_call(
                     lambda method=method: model.get_modality_attribution(indices=idx, method=method))
                 row = {"peaks": int(atac.n_vars), "features": int(rna.n_vars + atac.n_vars), "cells": len(idx),
                        "latent_dims": int(model.module.n_latent), "method": method, "seconds": secs,

@@ -46,7 +46,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS_DIR, data_path, environment, quiet, set_threads  # noqa: E402
+from _common import RESULTS_DIR, data_path, environment, pca_embedding, quiet, set_threads  # noqa: E402
 
 OUT_DIR = RESULTS_DIR / "multimodal_snare"
 BATCH, LABEL = "library", "cell_type"
@@ -78,16 +78,6 @@ def make_mudata(rna, atac):
     mdata = MuData({"rna": rna.copy(), "atac": atac.copy()})
     mdata.obs = rna.obs[[BATCH, LABEL]].copy().loc[mdata.obs_names]
     return mdata
-
-
-def rna_pca(rna, n_comps: int = 30):
-    import scanpy as sc
-
-    a = rna.copy()
-    sc.pp.normalize_total(a, target_sum=1e4)
-    sc.pp.log1p(a)
-    sc.tl.pca(a, n_comps=n_comps, svd_solver="arpack", random_state=0)
-    return a.obsm["X_pca"]
 
 
 # ---------------------------------------------------------------------- models
@@ -220,7 +210,7 @@ def run(args) -> None:
     rna, atac = load_snare(args.cells, args.peaks)
     mdata = make_mudata(rna, atac)
     obs = rna.obs
-    pca = rna_pca(rna) if args.scib else None
+    pca = pca_embedding(rna, 30) if args.scib else None
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     path = OUT_DIR / f"{args.tag}.jsonl"
     env = environment()

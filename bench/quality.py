@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import data_path, environment, peak_rss_mib, quiet, set_threads, write_json  # noqa: E402
+from _common import data_path, environment, pca_embedding, peak_rss_mib, quiet, set_threads, write_json  # noqa: E402
 
 N_HIDDEN, N_LATENT, BATCH_SIZE = 128, 10, 128
 VARIANT_SETUP: dict = {}  # set by --variant (bench/_variants.py): the "regularizedvi+nn" set-up
@@ -99,16 +99,6 @@ MODELS = {
     # the sample also given to the encoder (encoder_covariate_keys)
     "regularizedvi+nn+enc": ("rv", "encoder"),
 }
-
-
-def pca_embedding(adata, n_comps: int = 50):
-    import scanpy as sc
-
-    a = adata.copy()
-    sc.pp.normalize_total(a, target_sum=1e4)
-    sc.pp.log1p(a)
-    sc.tl.pca(a, n_comps=n_comps, svd_solver="arpack", random_state=0)
-    return a.obsm["X_pca"]
 
 
 def scib_table(adata, batch_key, label_key, keys, pre_key):

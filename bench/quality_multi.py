@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS_DIR, environment, quiet, set_threads  # noqa: E402
+from _common import RESULTS_DIR, environment, pca_embedding, quiet, set_threads  # noqa: E402
 
 MULTI_DIR = RESULTS_DIR / "multi"
 RV_MODELS = {"rv+nn": ("nn",), "rv": (), "rv+nn+enc": ("nn", "enc")}
@@ -59,16 +59,6 @@ def split_cells(n: int, seed: int = 0, val_fraction: float = 0.1):
 
 def heuristic_epochs(n_train: int) -> int:
     return int(min(round(20000 / n_train * 400), 400))
-
-
-def pca_embedding(adata, n_comps: int = 50):
-    import scanpy as sc
-
-    a = adata.copy()
-    sc.pp.normalize_total(a, target_sum=1e4)
-    sc.pp.log1p(a)
-    sc.tl.pca(a, n_comps=min(n_comps, a.n_vars - 1), svd_solver="arpack", random_state=0)
-    return a.obsm["X_pca"]
 
 
 def rv_setup(model: str, batch_key: str, variant_setup: dict | None) -> dict:
