@@ -54,7 +54,6 @@ from regularizedvi import RegularizedMultimodalVI
 from regularizedvi.data import _keys as K
 from regularizedvi.module._base import standard_normal_like
 from regularizedvi.module._multimodal import RegularizedMultimodalVAE
-from scvi.module.base import LossOutput
 
 
 class VariantMultimodalVAE(RegularizedMultimodalVAE):
@@ -158,41 +157,29 @@ class VariantMultimodalVAE(RegularizedMultimodalVAE):
         raise ValueError(f"unknown likelihood {kind!r}")
 
     # ------------------------------------------------------------------ loss
-    def loss(self, tensors, inference_outputs, generative_outputs, kl_weight: float = 1.0,
-             n_obs: float = 1.0) -> LossOutput:
-        masks = inference_outputs["masks"]
-        library_codes = self._to(tensors[K.LIBRARY])
-        reconstruction, kl_local = {}, {}
-        total_rec = kl_l_total = 0.0
-        for m in self.modality_names:
-            rec = -self._log_likelihood(tensors, m, generative_outputs) * masks[m]
-            reconstruction[f"reconstruction_{m}"] = rec
-            total_rec = total_rec + self.rec_weight.get(m, 1.0) * rec
-            for term_name, term in self._ambient_penalties(tensors, m, inference_outputs,
-                                                           generative_outputs).items():
-                kl_local[f"{term_name}_{m}"] = term * masks[m]
-                total_rec = total_rec + term * masks[m]
-            if m in self.fixed_library:
-                continue
-            prior = self.observation_of(m).library_prior(library_codes)
-            scale = self.library_prior_scale.get(m, 1.0)
-            if scale != 1.0:
-                prior = Normal(prior.loc, prior.scale * math.sqrt(scale), validate_args=False)
-            kl_l = kl_divergence(inference_outputs["ql"][m], prior).sum(-1) * masks[m]
-            kl_local[f"kl_divergence_l_{m}"] = kl_l
-            kl_l_total = kl_l_total + kl_l
-        qz = inference_outputs["qz"]
-        kl_z_full = kl_divergence(qz, standard_normal_like(qz))
-        z_terms = self.kl_z_terms(kl_z_full)
-        kl_local.update(z_terms)
+    # The core loss (ModalityVAE.loss) with its hooks set from the attributes above.
+    def _reconstruction_weight(self, name):
+        return self.rec_weight.get(name, 1.0)
+
+    def _library_prior(self, name, library_codes):
+        if name in self.fixed_library:
+            return None  # the observed total: no library KL
+        prior = super()._library_prior(name, library_codes)
+        scale = self.library_prior_scale.get(name, 1.0)
+        if scale != 1.0:
+            prior = Normal(prior.loc, prior.scale * math.sqrt(scale), validate_args=False)
+        return prior
+
+    def _latent_kl(self, z_terms):
         if self.latent_mode == "concatenation" and self.kl_slice_weight:
-            kl_z = sum(self.kl_slice_weight.get(m, 1.0) * z_terms[f"kl_divergence_z_{m}"]
+            return sum(self.kl_slice_weight.get(m, 1.0) * z_terms[f"kl_divergence_z_{m}"]
                        for m in self.modality_names)
-        else:
-            kl_z = sum(z_terms.values())
-        penalty = 0.0
+        return super()._latent_kl(z_terms)
+
+    def _extra_penalties(self, tensors, inference_outputs, generative_outputs, kl_weight, kl_local):
+        penalty = None
         if self.align_weight:
-            per = inference_outputs["qz_per_modality"]
+            masks, per = inference_outputs["masks"], inference_outputs["qz_per_modality"]
             a, b = (per[m] for m in self.modality_names[:2])
             both = masks[self.modality_names[0]] * masks[self.modality_names[1]]
             sym = (kl_divergence(a, b) + kl_divergence(b, a)).sum(-1) * both
@@ -201,11 +188,8 @@ class VariantMultimodalVAE(RegularizedMultimodalVAE):
         if self.subset_elbo:
             subset = self._subset_terms(tensors, inference_outputs, kl_weight)
             kl_local["subset_elbo"] = subset
-            penalty = penalty + subset
-        kl_global = sum(self.observation_of(m).global_penalty() for m in self.modality_names)
-        loss = torch.mean(total_rec + kl_weight * (kl_z + kl_l_total) + penalty) + kl_global / n_obs
-        return LossOutput(loss=loss, reconstruction_loss=reconstruction, kl_local=kl_local,
-                          kl_global=kl_global)
+            penalty = subset if penalty is None else penalty + subset
+        return penalty
 
 
 # ---------------------------------------------------------------------- variant parts

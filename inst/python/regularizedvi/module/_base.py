@@ -39,6 +39,11 @@ class ModalityVAE(BaseModuleClass):
     docstring (and :meth:`ambient_scale_encoder_of`). A modality with an ambient background
     adds two per-cell terms to the loss (:meth:`_ambient_penalties`), reported in
     ``kl_local``.
+
+    :meth:`loss` reads four hooks that a subclass (e.g. a benchmark variant) may override;
+    here they give the ELBO itself: :meth:`_reconstruction_weight` (1.0),
+    :meth:`_library_prior` (the observation model's), :meth:`_latent_kl` (the sum of the
+    :meth:`kl_z_terms`) and :meth:`_extra_penalties` (none).
     """
 
     modality_names: list[str]
@@ -172,25 +177,51 @@ class ModalityVAE(BaseModuleClass):
         penalties = 0.0
         for m in self.modality_names:
             rec = -self._log_likelihood(tensors, m, generative_outputs) * masks[m]
-            prior = self.observation_of(m).library_prior(library_codes)
-            kl_l = kl_divergence(inference_outputs["ql"][m], prior).sum(-1) * masks[m]
             reconstruction[self._term_name("reconstruction", m)] = rec
-            kl_local[self._term_name("kl_divergence_l", m)] = kl_l
-            total_reconstruction = total_reconstruction + rec
-            kl_l_total = kl_l_total + kl_l
+            weight = self._reconstruction_weight(m)
+            total_reconstruction = total_reconstruction + (rec if weight == 1.0 else weight * rec)
+            prior = self._library_prior(m, library_codes)
+            if prior is not None:
+                kl_l = kl_divergence(inference_outputs["ql"][m], prior).sum(-1) * masks[m]
+                kl_local[self._term_name("kl_divergence_l", m)] = kl_l
+                kl_l_total = kl_l_total + kl_l
             for name, term in self._ambient_penalties(tensors, m, inference_outputs, generative_outputs).items():
                 kl_local[self._term_name(name, m)] = term * masks[m]
                 penalties = penalties + term * masks[m]
         qz = inference_outputs["qz"]
         z_terms = self.kl_z_terms(kl_divergence(qz, standard_normal_like(qz)))
         kl_local.update(z_terms)
-        kl_z = sum(z_terms.values())
+        kl_z = self._latent_kl(z_terms)
+        extra = self._extra_penalties(tensors, inference_outputs, generative_outputs, kl_weight, kl_local)
+        if extra is not None:
+            penalties = penalties + extra
         kl_global = sum(self.observation_of(m).global_penalty() for m in self.modality_names)
         loss = torch.mean(total_reconstruction + kl_weight * (kl_z + kl_l_total) + penalties) + kl_global / n_obs
         if len(reconstruction) == 1:
             reconstruction = next(iter(reconstruction.values()))
         return LossOutput(loss=loss, reconstruction_loss=reconstruction, kl_local=kl_local,
                           kl_global=kl_global)
+
+    # loss hooks: what :meth:`loss` weighs and adds; the defaults give the ELBO
+    def _reconstruction_weight(self, name: str) -> float:
+        """Weight of modality ``name``'s reconstruction term in the loss (the reported term
+        stays unweighted): 1.0."""
+        return 1.0
+
+    def _library_prior(self, name: str, library_codes) -> Normal | None:
+        """Prior of modality ``name``'s log library size in the loss: the observation
+        model's; ``None`` would leave out that modality's library KL."""
+        return self.observation_of(name).library_prior(library_codes)
+
+    def _latent_kl(self, z_terms: dict) -> torch.Tensor:
+        """Per-cell latent KL in the loss, from the reported :meth:`kl_z_terms`: their sum."""
+        return sum(z_terms.values())
+
+    def _extra_penalties(self, tensors, inference_outputs, generative_outputs, kl_weight,
+                         kl_local: dict) -> torch.Tensor | None:
+        """Further per-cell terms added to the loss (an override reports them in
+        ``kl_local``): none."""
+        return None
 
     def _ambient_penalties(self, tensors, name, inference_outputs, generative_outputs) -> dict:
         """Per-cell terms of the ambient background of modality ``name`` (none without one):
