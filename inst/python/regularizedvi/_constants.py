@@ -94,7 +94,7 @@ FUSED_OPTIMIZER = True
 # KL warm-up: None = none (the KL weight is 1 from the first step). scvi-tools warms up over
 # 400 epochs, which a run of fewer epochs never finishes; measured at 200 epochs, 3 seeds
 # (bench/quality_multi.py, batch_key + nn_conditioning, variant wu0 vs the 400-epoch warm-up,
-# scib total): kang 0.784 vs 0.761, SNARE 0.641 vs 0.625, CellBench 0.814 vs 0.813 (bio 0.822
+# scib total, commit 73ecca2): kang 0.784 vs 0.761, SNARE 0.641 vs 0.625, CellBench 0.814 vs 0.813 (bio 0.822
 # vs 0.832), held-out NLL within 2 nats per cell; SNARE at 60 epochs
 # (bench/multimodal_snare.py) RNA purity 0.665 vs 0.650, joint 0.649 vs 0.627; and the
 # ambient amount is identified only without it (bench/ambient_bench.py). An int gives a
