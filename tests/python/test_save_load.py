@@ -117,10 +117,13 @@ def test_multimodal_model_saved_in_format_3_keeps_decoders_reading_the_whole_lat
     with torch.no_grad():  # the RNA decoder reads the whole latent, as when it was trained
         rho = model.module.decode_rho("rna", z).numpy()
     np.testing.assert_allclose(rho, np.loadtxt(FORMAT3_MULTIMODAL / "rho_rna.txt"), rtol=1e-5, atol=1e-9)
-    model.save(tmp_path / "again")  # saved again: format 4, the primary modality recorded as None
+    assert (model.module.detach_primary, model.module.secondary_kl_weight) == (False, 1.0)
+    model.save(tmp_path / "again")  # saved again: format 5, the earlier rules recorded
     description = json.loads((tmp_path / "again" / "model.json").read_text())
-    assert description["format"] == 4 and description["init_kwargs"]["primary_modality"] is None
+    assert description["format"] == 5 and description["init_kwargs"]["primary_modality"] is None
     assert description["init_kwargs"]["native_share_power"] == 0.5
+    assert description["init_kwargs"]["detach_primary"] is False
+    assert description["init_kwargs"]["secondary_kl_weight"] == 1.0
     again = rv.RegularizedMultimodalVI.load(tmp_path / "again", _format3_mudata())
     assert again.module.primary_modality is None
 
@@ -140,3 +143,50 @@ def test_multimodal_primary_modality_default_and_errors():
         rv.RegularizedMultimodalVI(mdata, primary_modality="protein")
     with pytest.raises(ValueError, match="concatenation' only"):
         rv.RegularizedMultimodalVI(mdata, latent_mode="single_encoder", primary_modality="rna")
+
+
+def test_multimodal_primary_slice_is_trained_by_its_own_likelihood_alone():
+    mdata = _format3_mudata()
+    rv.RegularizedMultimodalVI.setup_mudata(mdata, modalities=["rna", "atac"], batch_key="batch")
+
+    def atac_gradient_on_rna_encoder(**kwargs):
+        seed_everything(0)
+        model = rv.RegularizedMultimodalVI(mdata, n_hidden=8, n_latent={"rna": 3, "atac": 2}, **kwargs)
+        module = model.module
+        module.train()
+        tensors = next(iter(model._make_data_loader(adata=mdata, batch_size=60, shuffle=False)))
+        _, _, out = module(tensors, loss_kwargs={"kl_weight": 1.0})
+        out.reconstruction_loss["reconstruction_atac"].sum().backward()
+        grads = [p.grad for p in module.encoders["rna"].parameters() if p.grad is not None]
+        return sum(float(g.abs().sum()) for g in grads), module, out
+
+    detached, module, out = atac_gradient_on_rna_encoder()  # the defaults
+    assert (module.detach_primary, module.secondary_kl_weight) == (True, 2.0)
+    assert detached == 0.0
+    shaped, _, _ = atac_gradient_on_rna_encoder(detach_primary=False)
+    assert shaped > 0.0
+    # the loss weighs the ATAC slice's KL twice; the reported terms are unweighted
+    kl = {k: v.detach() for k, v in out.kl_local.items() if k.startswith("kl_divergence_z_")}
+    assert set(kl) == {"kl_divergence_z_rna", "kl_divergence_z_atac"}
+    np.testing.assert_allclose(float(module._latent_kl(kl).sum()),
+                               float((kl["kl_divergence_z_rna"] + 2 * kl["kl_divergence_z_atac"]).sum()), rtol=1e-6)
+    # outside training the ATAC decoder reads the RNA slice as it is
+    module.eval()
+    z = torch.randn(4, 5, requires_grad=True)
+    module.decode_rho("atac", z).sum().backward()
+    assert float(z.grad[:, :3].abs().sum()) > 0
+
+
+def test_multimodal_detach_primary_and_secondary_kl_weight_errors():
+    mdata = _format3_mudata()
+    rv.RegularizedMultimodalVI.setup_mudata(mdata, modalities=["rna", "atac"], batch_key="batch")
+    plain = rv.RegularizedMultimodalVI(mdata, n_hidden=8, primary_modality=None)
+    assert (plain.module.detach_primary, plain.module.secondary_kl_weight) == (False, 1.0)
+    with pytest.raises(ValueError, match="apply to a primary modality"):
+        rv.RegularizedMultimodalVI(mdata, primary_modality=None, secondary_kl_weight=2.0)
+    with pytest.raises(ValueError, match="apply to a primary modality"):
+        rv.RegularizedMultimodalVI(mdata, latent_mode="weighted_mean", detach_primary=True)
+    with pytest.raises(ValueError, match="secondary_kl_weight must be a finite number > 0, got 0"):
+        rv.RegularizedMultimodalVI(mdata, secondary_kl_weight=0)
+    with pytest.raises(TypeError, match="detach_primary must be True or False, got 'yes'"):
+        rv.RegularizedMultimodalVI(mdata, detach_primary="yes")

@@ -174,6 +174,12 @@ MULTIMODAL_LATENT_MODE = "concatenation"
 # purity below an RNA-only model when every decoder reads everything, equal to it with RNA
 # primary (scib bio conservation still 0.014 below; docs/multimodal.md has the tables).
 PRIMARY_MODALITY = "first"
+# With a primary modality: the other decoders read its slice detached in training (it is
+# trained by the primary likelihood alone), and the other slices' KL weighs
+# SECONDARY_KL_WEIGHT. SNARE-seq, 3,500 nuclei, 60 epochs, 3 seeds (bench/multimodal_snare.py
+# --scib, records bench/records/multimodal/primary_detach_kl2_scib.jsonl): see docs/multimodal.md.
+DETACH_PRIMARY = True
+SECONDARY_KL_WEIGHT = 2.0
 # Modality names treated as chromatin accessibility (case-insensitive). Spec table of
 # per-modality defaults: additive background ON for RNA-like modalities (RNA, protein/ADT:
 # both carry ambient contamination), OFF for ATAC; feature scaling OFF for RNA-like, ON for

@@ -1,6 +1,10 @@
-"""Registration of a MuData for :class:`RegularizedMultimodalVI`: checks and fields."""
+"""Registration of a MuData for :class:`RegularizedMultimodalVI`: checks and fields, and
+the checks of its per-modality options."""
 
 from __future__ import annotations
+
+import math
+import numbers
 
 import numpy as np
 
@@ -94,3 +98,21 @@ def default_background(name: str) -> bool:
 def default_feature_scaling(name: str) -> bool:
     return (C.MULTIMODAL_FEATURE_SCALING_ATAC_LIKE if is_atac_like(name)
             else C.MULTIMODAL_FEATURE_SCALING_RNA_LIKE)
+
+
+def primary_options(primary, detach_primary, secondary_kl_weight) -> tuple[bool, float]:
+    """``(detach_primary, secondary_kl_weight)`` checked, ``None`` resolved: the
+    ``_constants`` defaults with a primary modality, ``(False, 1.0)`` without one."""
+    if detach_primary is None:
+        detach_primary = C.DETACH_PRIMARY if primary is not None else False
+    if not isinstance(detach_primary, bool):
+        raise TypeError(f"detach_primary must be True or False, got {detach_primary!r}.")
+    if secondary_kl_weight is None:
+        secondary_kl_weight = C.SECONDARY_KL_WEIGHT if primary is not None else 1.0
+    if (isinstance(secondary_kl_weight, bool) or not isinstance(secondary_kl_weight, numbers.Real)
+            or not math.isfinite(secondary_kl_weight) or secondary_kl_weight <= 0):
+        raise ValueError(f"secondary_kl_weight must be a finite number > 0, got {secondary_kl_weight!r}.")
+    if primary is None and (detach_primary or secondary_kl_weight != 1.0):
+        raise ValueError("detach_primary and secondary_kl_weight apply to a primary modality (latent_mode="
+                         "'concatenation' with primary_modality set); without one leave them at None.")
+    return detach_primary, float(secondary_kl_weight)

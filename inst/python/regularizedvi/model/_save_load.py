@@ -27,9 +27,11 @@ ADATA_FILE = "adata.h5ad"
 # keys. 3: the background is a profile times an amount with a per-cell scale (the init
 # arguments ambient_background / ambient_cell_scale / native_share_penalty). 4: the
 # native-share penalty's power of depth (native_share_power, 0.5 before), and the
-# multimodal model's primary modality (its decoder reads its own latent slice). Files of
-# an earlier format load with the rules their weights were trained with.
-FORMAT_VERSION = 4
+# multimodal model's primary modality (its decoder reads its own latent slice). 5: the
+# multimodal model's other decoders read the primary slice detached, and its other slices'
+# KL weighs secondary_kl_weight (detach_primary / secondary_kl_weight). Files of an earlier
+# format load with the rules their weights were trained with.
+FORMAT_VERSION = 5
 # What the ambient arguments meant before format 3 (the spec's free background, no scale).
 _BEFORE_FORMAT3 = {"ambient_background": "free", "ambient_cell_scale": False, "native_share_penalty": 0.0}
 # Format 3's native-share penalty: 0.17 sqrt(N_n).

@@ -43,6 +43,10 @@ class RegularizedMultimodalVAE(ModalityVAE):
       reads its own slice ``z^(p)`` only (every other decoder reads the whole ``z``): what
       explains ``p``'s counts lies in the slice that ``p``'s own encoder infers, as in a
       model of ``p`` alone, and the other slices hold what the other modalities add to it.
+      With ``detach_primary``, the other decoders read ``z^(p)`` detached in training, so
+      that slice is trained by ``p``'s likelihood alone (an ELBO of ``p`` as in a model of
+      ``p`` alone); ``secondary_kl_weight`` multiplies the KL of every other slice, which
+      then holds only what the other modalities add at that price.
     * ``"weighted_mean"``: per-modality posteriors over one shared latent of size ``d``
       are mixed with learned scalar weights ``w = softmax(a)`` (renormalised over the
       modalities a cell has): mean ``sum_m w_m mu_m``, variance ``sum_m w_m sigma_m^2``.
@@ -72,6 +76,9 @@ class RegularizedMultimodalVAE(ModalityVAE):
     primary_modality
         Concatenation mode: the modality whose decoder reads only its own latent slice
         (None: every decoder reads the whole latent). Must be None in the other modes.
+    detach_primary, secondary_kl_weight
+        With a primary modality: the other decoders read its slice detached in training;
+        the weight of the other slices' KL in the loss (the reported terms stay unweighted).
     """
 
     def __init__(
@@ -98,6 +105,8 @@ class RegularizedMultimodalVAE(ModalityVAE):
         native_share_penalty: float = C.NATIVE_SHARE_PENALTY,
         native_share_power: float = C.NATIVE_SHARE_POWER,
         primary_modality: str | None = None,
+        detach_primary: bool = False,
+        secondary_kl_weight: float = 1.0,
     ):
         super().__init__()
         self.native_share_penalty = float(native_share_penalty)
@@ -140,6 +149,11 @@ class RegularizedMultimodalVAE(ModalityVAE):
             if primary_modality not in names:
                 raise ValueError(f"primary_modality must be one of the modalities {names}, got {primary_modality!r}.")
         self.primary_modality = primary_modality
+        if primary_modality is None and (detach_primary or secondary_kl_weight != 1.0):
+            raise ValueError("detach_primary and secondary_kl_weight need a primary_modality (concatenation mode); "
+                             f"got detach_primary={detach_primary!r}, secondary_kl_weight={secondary_kl_weight!r}.")
+        self.detach_primary = bool(detach_primary)
+        self.secondary_kl_weight = float(secondary_kl_weight)
         decoder_width = {m: (self.n_latent_per_modality[m] if m == primary_modality else self.n_latent)
                          for m in names}
 
@@ -208,10 +222,20 @@ class RegularizedMultimodalVAE(ModalityVAE):
         return self.observations[name]
 
     def _decode_rho(self, name, z, nn_onehot, continuous_covs) -> torch.Tensor:
-        if name == self.primary_modality:  # its decoder reads its own slice only
-            a, b = self.latent_slices[name]
-            z = z[..., a:b]
+        primary = self.primary_modality
+        if primary is not None:
+            a, b = self.latent_slices[primary]
+            if name == primary:  # its decoder reads its own slice only
+                z = z[..., a:b]
+            elif self.detach_primary and self.training:  # reads it, does not shape it
+                z = torch.cat([z[..., :a], z[..., a:b].detach(), z[..., b:]], -1)
         return super()._decode_rho(name, z, nn_onehot, continuous_covs)
+
+    def _latent_kl(self, z_terms: dict) -> torch.Tensor:
+        if self.primary_modality is None or self.secondary_kl_weight == 1.0:
+            return super()._latent_kl(z_terms)
+        return sum(term if key == f"kl_divergence_z_{self.primary_modality}" else self.secondary_kl_weight * term
+                   for key, term in z_terms.items())
 
     def ambient_scale_encoder_of(self, name: str):
         self._check(name)
