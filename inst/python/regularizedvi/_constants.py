@@ -172,7 +172,8 @@ MULTIMODAL_LATENT_MODE = "concatenation"
 # others read the whole latent). "first": the first modality of setup_mudata's order.
 # Measured on SNARE-seq (bench/multimodal_snare.py, 3,500 nuclei, 60 epochs): joint 15-NN
 # purity below an RNA-only model when every decoder reads everything, equal to it with RNA
-# primary (scib bio conservation still 0.014 below; docs/multimodal.md has the tables).
+# primary (scib bio conservation 0.014 below until the ATAC decoder stopped shaping the RNA
+# slice, DETACH_PRIMARY below; docs/multimodal.md has the tables).
 PRIMARY_MODALITY = "first"
 # With a primary modality: the other decoders read its slice detached in training (it is
 # trained by the primary likelihood alone), and the other slices' KL weighs
