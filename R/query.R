@@ -31,6 +31,17 @@
 #' @param reference Folder written by [SaveRegularizedVI()].
 #' @param max.epochs Query training epochs (default `NULL`: Python's default).
 #' @param freeze Keep reference weights fixed (default `TRUE`).
+#' @param input.correction Single-modality reference, with `freeze`: correct
+#'   the query's input to the frozen encoder (default `TRUE`; Python
+#'   `load_query_data(input_correction=)`). The encoder reads each query
+#'   cell's counts divided by its new category's learned feature scaling
+#'   relative to the reference's (reference cells keep their latent exactly).
+#'   The query's new decoder covariate columns are fixed at the reference
+#'   mean, and the new feature-scaling rows get a loose Gamma(2, 2) prior. In
+#'   the package's benchmark, query-to-reference mixing rose from 0.162 to
+#'   0.204 on cellbench (scVI 0.208) and from 0.616 to 0.620 on SNARE (scVI
+#'   0.646); label accuracy did not change. `FALSE` maps as before. A
+#'   multimodal reference ignores it.
 #' @param reduction.name,reduction.key,name Where the query latent goes.
 #' @param transfer Optional: a label column of `reference.object` (e.g.
 #'   `"cell_type"`) to transfer to the query cells.
@@ -68,17 +79,19 @@
 #' }
 #' @export
 MapRegularizedVIQuery <- function(query, reference, max.epochs = NULL, freeze = TRUE,
-                                  assay = "RNA", layer = "counts",
+                                  input.correction = TRUE, assay = "RNA", layer = "counts",
                                   reduction.name = "regularizedvi", reduction.key = "rvi_",
                                   transfer = NULL, reference.object = NULL,
                                   transfer.options = list(), transfer.prefix = "predicted_",
                                   contamination.column = "regularizedvi_contamination",
                                   accelerator = "auto", devices = "auto", batch.size = 128,
                                   progress = TRUE, train.args = list(), seed = 0) {
+  .check_input_correction(input.correction)
   training <- .check_run(query, "MapRegularizedVIQuery", "mapRegularizedVIQuery", contamination.column)
   options <- .check_transfer(transfer, reference.object, "Seurat", transfer.options, transfer.prefix)
   description <- .reference_description(reference)
-  model <- .query_model(query, reference, description, freeze, seed, assay = assay, layer = layer)
+  model <- .query_model(query, reference, description, freeze, seed, input.correction,
+                        assay = assay, layer = layer)
   .train_run(model, training, .train_query)
   reduction_assay <- if (inherits(model, "regularizedviMultimodalModel")) model$mod_keys[[1]] else assay
   query <- .attach_seurat_reduction(query, model, reduction_assay, reduction.name, reduction.key)
@@ -94,18 +107,19 @@ MapRegularizedVIQuery <- function(query, reference, max.epochs = NULL, freeze = 
 #' @rdname MapRegularizedVIQuery
 #' @export
 mapRegularizedVIQuery <- function(query, reference, max.epochs = NULL, freeze = TRUE,
-                                  assay.type = "counts", name = "regularizedvi",
+                                  input.correction = TRUE, assay.type = "counts", name = "regularizedvi",
                                   transfer = NULL, reference.object = NULL,
                                   transfer.options = list(), transfer.prefix = "predicted_",
                                   contamination.column = "regularizedvi_contamination",
                                   main.name = NULL, accelerator = "auto", devices = "auto",
                                   batch.size = 128, progress = TRUE, train.args = list(), seed = 0) {
+  .check_input_correction(input.correction)
   training <- .check_run(query, "mapRegularizedVIQuery", "MapRegularizedVIQuery", contamination.column)
   options <- .check_transfer(transfer, reference.object, "SingleCellExperiment", transfer.options,
                              transfer.prefix)
   description <- .reference_description(reference)
-  model <- .query_model(query, reference, description, freeze, seed, assay.type = assay.type,
-                        main.name = main.name)
+  model <- .query_model(query, reference, description, freeze, seed, input.correction,
+                        assay.type = assay.type, main.name = main.name)
   .train_run(model, training, .train_query)
   query <- .attach_sce_reduction(query, model, name)
   query <- .add_cell_columns(query, .contamination_table(model, contamination.column))
@@ -117,6 +131,13 @@ mapRegularizedVIQuery <- function(query, reference, max.epochs = NULL, freeze = 
   query
 }
 
+.check_input_correction <- function(input.correction) {
+  if (!is.logical(input.correction) || length(input.correction) != 1 || is.na(input.correction)) {
+    stop("`input.correction` must be TRUE or FALSE (one value), not ",
+         paste(deparse(input.correction), collapse = " "), ".", call. = FALSE)
+  }
+}
+
 .reference_description <- function(reference) {
   if (!is.character(reference) || length(reference) != 1 || is.na(reference)) {
     stop("`reference` must be the folder of a model saved with SaveRegularizedVI().", call. = FALSE)
@@ -124,14 +145,15 @@ mapRegularizedVIQuery <- function(query, reference, max.epochs = NULL, freeze = 
   .read_model_json(reference)
 }
 
-.query_model <- function(query, reference, description, freeze, seed, assay = NULL, layer = "counts",
-                         assay.type = "counts", main.name = NULL) {
+.query_model <- function(query, reference, description, freeze, seed, input.correction = TRUE,
+                         assay = NULL, layer = "counts", assay.type = "counts", main.name = NULL) {
   data <- .data_for_saved(query, description, assay = assay, layer = layer, assay.type = assay.type,
                           main.name = main.name)
   rv <- .py_module("regularizedvi")
   .set_seed(.check_args(seed = seed)$seed)
   cls <- reticulate::py_get_attr(rv, description$class)
-  py <- .py_call(cls$load_query_data(data, path.expand(reference), freeze = freeze),
+  py <- .py_call(cls$load_query_data(data, path.expand(reference), freeze = freeze,
+                                     input_correction = input.correction),
                  "Mapping the query onto the reference failed")
   .model_handle(py, data, description)
 }

@@ -114,3 +114,107 @@ def test_label_transfer_recovers_labels_and_flags_a_type_the_reference_lacks(sim
         mapped.transfer_labels(ref, "nope")
     with pytest.raises(ValueError, match="must be cells x dimensions"):
         rv.transfer_labels(np.zeros((5, 3)), ["a"] * 5, np.zeros((2, 4)))
+
+
+# ---------------------------------------------------------------- query input correction
+def _shifted_query(seed: int = 0):
+    """Reference = batches 0-1; query = batch 2 with a planted per-gene log-normal factor (sd 1)."""
+    import scipy.sparse as sp
+
+    adata = rv.simulate_counts(n_cells=900, n_genes=200, n_batches=3, markers_per_type=10, batch_fold_sd=0.3,
+                               seed=seed)
+    ref = adata[adata.obs["batch"] != "batch_2"].copy()
+    query = adata[adata.obs["batch"] == "batch_2"].copy()
+    rng = np.random.default_rng(seed)
+    factor = np.exp(rng.normal(0.0, 1.0, query.n_vars))
+    query.X = sp.csr_matrix(rng.poisson(query.X.toarray() * factor).astype(np.float32))
+    return ref, query[np.asarray(query.X.sum(1)).ravel() > 0].copy()
+
+
+def query_mixing(ref_z, query_z, k: int = 15) -> np.ndarray:
+    """Per query cell: share of reference cells among its k joint-latent neighbours / expected
+    (as bench/mapping.py)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    joint = np.vstack([ref_z, query_z])
+    _, idx = NearestNeighbors(n_neighbors=k + 1).fit(joint).kneighbors(query_z)
+    share = (idx[:, 1:] < len(ref_z)).mean(1)
+    return share / (len(ref_z) / (len(joint) - 1))
+
+
+@pytest.fixture(scope="module")
+def shifted_mapping():
+    import scvi
+
+    ref, query = _shifted_query(0)
+    scvi.settings.seed = 0
+    rv.AmbientRegularizedSCVI.setup_anndata(ref, batch_key="batch", nn_conditioning_covariate_keys=["batch"])
+    reference = rv.AmbientRegularizedSCVI(ref, n_hidden=32, n_latent=5)
+    reference.train(max_epochs=40, enable_progress_bar=False)
+    # the frozen encoder on the raw query counts: an uncorrected query model before training
+    raw = rv.AmbientRegularizedSCVI.load_query_data(query.copy(), reference, input_correction=False)
+    mapped = {}
+    for correct in (True, False):
+        scvi.settings.seed = 0
+        model = rv.AmbientRegularizedSCVI.load_query_data(query.copy(), reference, input_correction=correct)
+        model.train(max_epochs=60, enable_progress_bar=False, plan_kwargs={"weight_decay": 0.0})
+        mapped[correct] = model
+    return ref, query, reference, raw.get_latent_representation(), mapped
+
+
+def test_input_correction_keeps_reference_cells_and_moves_the_query(shifted_mapping):
+    ref, query, reference, raw_z, mapped = shifted_mapping
+    on, off = mapped[True], mapped[False]
+    assert on.module.query_mapping() == {"scaling_rows": [2], "pinned_decoder_columns": [2]}
+    # (a) reference cells through the query model: the reference latent, bit for bit
+    ref_z = reference.get_latent_representation()
+    np.testing.assert_array_equal(on.get_latent_representation(ref), ref_z)
+    table = on.module.observation.input_log_ratio().detach()
+    assert torch.equal(table[:2], torch.zeros_like(table[:2])) and table[2].abs().mean() > 0.1
+    # (b) the query latent moves with the correction, not without
+    assert np.abs(on.get_latent_representation() - raw_z).mean() > 0.02
+    np.testing.assert_array_equal(off.get_latent_representation(), raw_z)
+    # pinned decoder: the new covariate column is the reference columns' mean after training
+    for block in on.module.decoder.body.layers:
+        w = block[1].weight.detach()
+        start = w.shape[1] - 3
+        torch.testing.assert_close(w[:, start + 2], w[:, start:start + 2].mean(1), rtol=0, atol=1e-6)
+    # (c) query->reference mixing: seed 0 +0.15; seeds 0-5 gained +0.03 to +0.15
+    mix_on = query_mixing(ref_z, on.get_latent_representation()).mean()
+    mix_off = query_mixing(ref_z, off.get_latent_representation()).mean()
+    print("mixing with / without the input correction", mix_on, mix_off)
+    assert mix_on > mix_off + 0.05
+
+
+def test_input_correction_off_maps_as_before(shifted_mapping):
+    ref, query, reference, raw_z, mapped = shifted_mapping
+    off = mapped[False]
+    obs = off.module.observation
+    assert off.module.query_mapping() is None and not obs.query_scaling_rows.any()
+    assert "scaling_covs" not in off.module._get_inference_input({"X": torch.zeros(1, 200)})
+    y = obs.feature_scaling_values()
+    expected = -(199.0 * torch.log(y) - 200.0 * y + 200.0 * np.log(200.0) - torch.lgamma(torch.tensor(200.0))).sum()
+    torch.testing.assert_close(off.module.observation._feature_scaling_log_prior(), -expected)
+    w = off.module.decoder.body.layers[0][1].weight.detach()  # the new decoder column trained freely
+    assert not torch.allclose(w[:, -1], w[:, -3:-1].mean(1), atol=1e-4)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        rv.AmbientRegularizedSCVI.load_query_data(query.copy(), reference, input_corection=False)
+
+
+def test_saved_query_model_keeps_its_input_correction(shifted_mapping, tmp_path):
+    import json
+
+    ref, query, reference, raw_z, mapped = shifted_mapping
+    on = mapped[True]
+    on.save(tmp_path / "query")
+    saved = json.loads((tmp_path / "query" / "model.json").read_text())
+    assert saved["query_mapping"] == {"scaling_rows": [2], "pinned_decoder_columns": [2]}
+    loaded = rv.AmbientRegularizedSCVI.load(tmp_path / "query", adata=query.copy())
+    assert loaded.module.query_mapping() == on.module.query_mapping()
+    np.testing.assert_array_equal(loaded.get_latent_representation(), on.get_latent_representation())
+    mapped[False].save(tmp_path / "plain")
+    assert "query_mapping" not in json.loads((tmp_path / "plain" / "model.json").read_text())
+    # mapping again onto the saved query model keeps its query row (and the reference cells' latent)
+    again = rv.AmbientRegularizedSCVI.load_query_data(query.copy(), tmp_path / "query")
+    assert again.module.query_mapping() == on.module.query_mapping()
+    np.testing.assert_array_equal(again.get_latent_representation(ref), reference.get_latent_representation())

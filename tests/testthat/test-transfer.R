@@ -92,3 +92,26 @@ test_that("label transfer without a reference object or label column is refused 
   expect_error(MapRegularizedVIQuery(query, dir, transfer = c("a", "b"), reference.object = ref),
                "`transfer` must name one label column")
 })
+
+test_that("input.correction is passed to load_query_data and validated", {
+  skip_if_no_regularizedvi()
+  dir <- tempfile("rvi-input-correction-")
+  on.exit(unlink(dir, recursive = TRUE), add = TRUE)
+  # the README recipe: the batch also conditions the decoder (and so has feature scaling)
+  ref <- do.call(RunRegularizedVI, c(list(pbmc(), batch = "groups", nn.conditioning = "groups"), tiny_fit))
+  SaveRegularizedVI(ref, dir)
+  query <- pbmc()
+  query$groups <- paste0("query_", query$groups)
+  mapping <- function(input.correction) {
+    mapped <- MapRegularizedVIQuery(query, dir, max.epochs = 1, progress = FALSE, accelerator = "cpu",
+                                    input.correction = input.correction)
+    reticulate::py_to_r(getRegularizedVIModel(mapped)$py$module$query_mapping())
+  }
+  on <- mapping(TRUE)
+  expect_length(on$scaling_rows, length(unique(query$groups)))
+  expect_null(mapping(FALSE))
+  expect_error(MapRegularizedVIQuery(query, tempfile(), input.correction = "yes"),
+               "`input.correction` must be TRUE or FALSE \\(one value\\), not \"yes\"")
+  expect_error(mapRegularizedVIQuery(synthetic_sce(), tempfile(), input.correction = c(TRUE, FALSE)),
+               "`input.correction` must be TRUE or FALSE \\(one value\\)")
+})

@@ -63,3 +63,52 @@ def copy_reference_weights(model, reference_registry: dict, state: dict, freeze:
         else:
             keep = (~copied).to(target.dtype)
             target.register_hook(lambda grad, keep=keep: grad * keep.to(grad.device))
+
+
+def _new_positions(old: list[int], new: list[int]) -> list[int]:
+    """One-hot positions of the categories each key gained (at its end)."""
+    out, offset = [], 0
+    for o, n in zip(old, new):
+        out += list(range(offset + o, offset + n))
+        offset += n
+    return out
+
+
+def _reference_means(old: list[int], new: list[int]) -> dict[int, list[int]]:
+    """For each new one-hot position, the positions of its key's reference categories."""
+    means, offset = {}, 0
+    for o, n in zip(old, new):
+        for c in range(offset + o, offset + n):
+            means[c] = list(range(offset, offset + o))
+        offset += n
+    return means
+
+
+def carry_query_mapping(model, reference_registry: dict, reference_mapping: dict | None, correct: bool) -> None:
+    """Set a single-modality query model's query-mapping state (load_query_data).
+
+    What a reference that was itself a query model had set (``reference_mapping``) is kept,
+    moved to the query's category positions. With ``correct`` (the input correction), the
+    feature-scaling rows of the query's new categories are marked as query rows: the frozen
+    z encoder reads their cells' counts divided by the category's learned scaling relative
+    to the reference's, and the rows get the loose ``QUERY_FEATURE_SCALING_PRIOR``; the new
+    decoder covariate columns are then pinned at the mean of their key's reference columns
+    and kept fixed. Without feature scaling per category or without a new scaling category
+    the correction does nothing (the decoder is not pinned either).
+    """
+    from regularizedvi.data import _keys as K
+
+    module = model.module
+    registry = model.adata_manager.registry
+    reference_mapping = reference_mapping or {}
+    old_s, new_s = _n_cats(reference_registry, K.FEATURE_SCALING), _n_cats(registry, K.FEATURE_SCALING)
+    old_d, new_d = _n_cats(reference_registry, K.NN_CONDITIONING), _n_cats(registry, K.NN_CONDITIONING)
+    rows = [int(old_positions(old_s, new_s)[r]) for r in reference_mapping.get("scaling_rows", [])]
+    pins = [int(old_positions(old_d, new_d)[c]) for c in reference_mapping.get("pinned_decoder_columns", [])]
+    new_rows = _new_positions(old_s, new_s) if module.observation.use_feature_scaling else []
+    if correct and new_rows:
+        rows += new_rows
+    module.observation.mark_query_scaling_rows(sorted(rows))
+    module.pin_decoder_columns(pins, reset=False)
+    if correct and new_rows:
+        module.pin_decoder_columns(_new_positions(old_d, new_d), _reference_means(old_d, new_d))

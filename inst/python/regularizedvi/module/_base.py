@@ -93,14 +93,22 @@ class ModalityVAE(BaseModuleClass):
             "continuous_covs": tensors.get(K.CONTINUOUS),
         }
 
-    def inference(self, xs: dict, encoder_covs=None, continuous_covs=None) -> dict:
+    def _encoder_x_logs(self, xs: dict, x_logs: dict, scaling_covs) -> dict:
+        """What the latent encoder reads: the ``log1p`` counts (a query-mapping hook; the
+        library and ambient-scale encoders always read ``x_logs``)."""
+        return x_logs
+
+    def inference(self, xs: dict, encoder_covs=None, continuous_covs=None, scaling_covs=None) -> dict:
+        """``scaling_covs``: feature-scaling codes, passed only for the query-mapping input
+        correction (:meth:`_encoder_x_logs`)."""
         xs = {m: self._to(x) for m, x in xs.items()}
         continuous_covs = self._to(continuous_covs)
         encoder_covs = one_hot_concat(self._to(encoder_covs), self.n_encoder_cats_per_key)
         x_logs = {m: torch.log1p(x) for m, x in xs.items()}
         total_counts = {m: x.sum(-1) for m, x in xs.items()}
         masks = {m: (total_counts[m] > 0).to(x.dtype) for m, x in xs.items()}
-        qz, qz_per_modality = self.latent_posterior(x_logs, masks, encoder_covs, continuous_covs)
+        encoder_logs = self._encoder_x_logs(xs, x_logs, self._to(scaling_covs))
+        qz, qz_per_modality = self.latent_posterior(encoder_logs, masks, encoder_covs, continuous_covs)
         ql = {m: self.library_encoder_of(m)(x_logs[m], torch.log(total_counts[m].unsqueeze(-1).clamp_min(1.0)))
               for m in self.modality_names}
         z = qz.rsample()

@@ -192,6 +192,9 @@ class CountObservationModel(nn.Module):
             n_rows = max(sum(self.n_scaling_cats_per_key), 1)
             init = inverse_softplus(torch.tensor(C.FEATURE_SCALING_DIVISOR)).item()
             self.feature_scaling_raw = nn.Parameter(torch.full((n_rows, n_features), init))
+            # Rows of categories new in a query (load_query_data): saved in model.json, not the weights.
+            self.register_buffer("query_scaling_rows", torch.zeros(n_rows, dtype=torch.bool), persistent=False)
+        self.has_query_scaling_rows = False
 
         # Variational LogNormal posterior on theta, one per feature and dispersion group.
         self.log_theta_mu = nn.Parameter(torch.full((n_features, n_dispersion_groups), C.LOG_THETA_INIT))
@@ -250,6 +253,49 @@ class CountObservationModel(nn.Module):
 
     def feature_scaling_values(self) -> torch.Tensor:
         return nn.functional.softplus(self.feature_scaling_raw) / C.FEATURE_SCALING_DIVISOR
+
+    def mark_query_scaling_rows(self, rows: Sequence[int]) -> None:
+        """Mark feature-scaling rows as categories new in a query (see :meth:`input_log_ratio`)."""
+        if not self.use_feature_scaling:
+            if len(rows):
+                raise ValueError("This observation model has no feature scaling: no query rows to mark.")
+            return
+        with torch.no_grad():
+            self.query_scaling_rows.zero_()
+            self.query_scaling_rows[torch.as_tensor(list(rows), dtype=torch.long)] = True
+        self.has_query_scaling_rows = bool(len(rows)) and bool(self.n_scaling_cats_per_key)
+
+    def input_log_ratio(self) -> torch.Tensor:
+        """``(scaling rows, features)`` table of the query encoder-input correction ``log r``.
+
+        Exactly 0 on a reference row; on a query row ``log y_t - mean_{t' ref} log y_{t'}``
+        (per scaling key, the reference mean detached), centred over features. Not detached
+        from ``y_t``: the query row learns through the decoder's mean and the encoder input.
+        """
+        log_y = torch.log(self.feature_scaling_values())
+        blocks, start = [], 0
+        for n in self.n_scaling_cats_per_key:
+            block, query = log_y[start:start + n], self.query_scaling_rows[start:start + n]
+            start += n
+            shift = block - block[~query].mean(0, keepdim=True).detach()
+            shift = shift - shift.mean(-1, keepdim=True)
+            blocks.append(torch.where(query.unsqueeze(-1), shift, torch.zeros_like(shift)))
+        return torch.cat(blocks, 0)
+
+    def encoder_input(self, x: torch.Tensor, scaling_codes: torch.Tensor) -> torch.Tensor:
+        """``log1p(x / r_n)``, ``log r_n = onehot(t_n) @`` :meth:`input_log_ratio` (``log1p(x)``
+        on a reference cell, bit for bit)."""
+        log_r = one_hot_concat(scaling_codes, self.n_scaling_cats_per_key) @ self.input_log_ratio()
+        return torch.log1p(x * torch.exp(-log_r))
+
+    def _feature_scaling_log_prior(self) -> torch.Tensor:
+        """Gamma(200, 200) log prior of the feature scaling; a query's new rows Gamma(2, 2)."""
+        y = self.feature_scaling_values()
+        log_p = gamma_log_prob(y, C.FEATURE_SCALING_PRIOR_ALPHA, C.FEATURE_SCALING_PRIOR_BETA)
+        if not self.has_query_scaling_rows:
+            return log_p.sum()
+        loose = gamma_log_prob(y, C.QUERY_FEATURE_SCALING_PRIOR, C.QUERY_FEATURE_SCALING_PRIOR)
+        return torch.where(self.query_scaling_rows.unsqueeze(-1), loose, log_p).sum()
 
     def mean(self, rho, library, ambient_codes=None, scaling_codes=None) -> torch.Tensor:
         """Expected counts ``l * (rho + s) * y`` at the group's background level (no per-cell
@@ -329,8 +375,7 @@ class CountObservationModel(nn.Module):
         penalty = self.dispersion_kl() - gamma_log_prob(
             self.dispersion_rate(), C.DISPERSION_RATE_PRIOR_ALPHA, C.DISPERSION_RATE_PRIOR_BETA).sum()
         if self.use_feature_scaling:
-            penalty = penalty - gamma_log_prob(
-                self.feature_scaling_values(), C.FEATURE_SCALING_PRIOR_ALPHA, C.FEATURE_SCALING_PRIOR_BETA).sum()
+            penalty = penalty - self._feature_scaling_log_prior()
         if self.use_background and self.regularise_background:
             penalty = penalty - gamma_log_prob(
                 self.background_table(), C.BACKGROUND_PRIOR_ALPHA, C.BACKGROUND_PRIOR_BETA).sum()

@@ -52,6 +52,7 @@ class RegularizedVAE(ModalityVAE):
         self.n_latent = n_latent
         self.n_encoder_cats_per_key = list(n_encoder_cats_per_key)
         self.n_nn_cats_per_key = list(n_nn_cats_per_key)
+        self.pinned_decoder_columns: list[int] = []  # query mapping: see pin_decoder_columns
         self.encoder = GaussianEncoder(
             n_input + n_continuous, n_latent, sum(self.n_encoder_cats_per_key),
             n_layers, n_hidden, dropout_rate,
@@ -95,6 +96,56 @@ class RegularizedVAE(ModalityVAE):
     def ambient_scale_encoder_of(self, name: str):
         self._check(name)
         return self.ambient_scale_encoder
+
+    # ------------------------------------------------------------------ query mapping
+    def _get_inference_input(self, tensors: dict) -> dict:
+        inputs = super()._get_inference_input(tensors)
+        if self.observation.has_query_scaling_rows:
+            inputs["scaling_covs"] = tensors.get(K.FEATURE_SCALING)
+        return inputs
+
+    def _encoder_x_logs(self, xs, x_logs, scaling_covs):
+        """A query model's z encoder reads ``log1p(x / r)`` (``CountObservationModel.encoder_input``:
+        a query category's feature scaling relative to the reference's); unchanged otherwise."""
+        if scaling_covs is None or not self.observation.has_query_scaling_rows:
+            return x_logs
+        return {**x_logs, SINGLE_MODALITY: self.observation.encoder_input(xs[SINGLE_MODALITY], scaling_covs)}
+
+    def query_mapping(self) -> dict | None:
+        """What load_query_data set on this module (saved in model.json), or None."""
+        rows = (torch.nonzero(self.observation.query_scaling_rows).reshape(-1).tolist()
+                if self.observation.has_query_scaling_rows else [])
+        pinned = list(self.pinned_decoder_columns)
+        return {"scaling_rows": rows, "pinned_decoder_columns": pinned} if rows or pinned else None
+
+    def set_query_mapping(self, mapping: dict | None) -> None:
+        """Apply a :meth:`query_mapping` (query scaling rows; pinned decoder columns, kept frozen)."""
+        if not mapping:
+            return
+        self.observation.mark_query_scaling_rows(mapping.get("scaling_rows", []))
+        self.pin_decoder_columns(mapping.get("pinned_decoder_columns", []), reset=False)
+
+    def pin_decoder_columns(self, columns, means: dict | None = None, reset: bool = True) -> None:
+        """Keep decoder covariate columns ``columns`` (one-hot positions) fixed in training;
+        with ``reset``, first set each to the mean of ``means[column]`` (reference columns)."""
+        columns = [int(c) for c in columns]
+        if not columns:
+            return
+        body = self.decoder.body
+        for block in body.layers:
+            linear = block[1]
+            start = linear.in_features - body.n_covariates
+            if reset:
+                with torch.no_grad():
+                    for c in columns:
+                        ref = torch.as_tensor([start + r for r in means[c]], dtype=torch.long)
+                        linear.weight[:, start + c] = linear.weight.index_select(1, ref).mean(1)
+            if not linear.weight.requires_grad:  # all frozen already (a reference weight)
+                continue
+            keep = torch.ones_like(linear.weight)
+            keep[:, [start + c for c in columns]] = 0.0
+            linear.weight.register_hook(lambda grad, keep=keep: grad * keep.to(grad.device))
+        self.pinned_decoder_columns = sorted(set(self.pinned_decoder_columns) | set(columns))
 
     def latent_posterior(self, x_logs, masks, encoder_covs, continuous_covs):
         x_log = x_logs[SINGLE_MODALITY]
