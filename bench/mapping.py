@@ -24,7 +24,11 @@ Models (``--models``):
   rv+nn+enc    ... + encoder_covariate_keys = batch (the encoder gets new query columns)
   rv           batch_key alone;  rv+enc  batch_key + encoder_covariate_keys
 ``--pin-decoder``: the query's new decoder covariate columns start at the mean of the
-reference categories' columns and stay frozen (``pin_query_decoder``).
+reference categories' columns and stay frozen (``pin_query_decoder``; the core's
+``load_query_data(input_correction=True)`` already pins them when it applies).
+``--input-correction on|off|both`` (regularizedvi): ``load_query_data``'s query-only
+encoder-input correction (default on, the package default); ``both`` maps the query twice
+from the same reference (records ``...+qin`` / ``...+noqin``).
 Query training: ``--query-epochs`` (default = reference epochs), weight decay 0
 (scvi-tools' guidance; regularizedvi's default for a frozen reference).
 
@@ -131,7 +135,7 @@ def pin_query_decoder(qm, n_ref_cats: int) -> None:
 
 
 def map_query(model: str, ref_model, query, seed: int, epochs: int, pin_decoder: bool = False,
-              query_fs_prior: float | None = None):
+              query_fs_prior: float | None = None, input_correction: bool = True):
     import scvi
 
     import regularizedvi as rv
@@ -146,7 +150,7 @@ def map_query(model: str, ref_model, query, seed: int, epochs: int, pin_decoder:
     else:
         import _variants
 
-        qm = rv.AmbientRegularizedSCVI.load_query_data(q, ref_model)
+        qm = rv.AmbientRegularizedSCVI.load_query_data(q, ref_model, input_correction=input_correction)
         if query_fs_prior:
             from regularizedvi import _constants as C
 
@@ -196,61 +200,69 @@ def run(args) -> None:
     from regularizedvi import _constants as C
 
     fs_prior = (C.FEATURE_SCALING_PRIOR_ALPHA, C.FEATURE_SCALING_PRIOR_BETA)
-    for seed in args.seeds:
-        for model in args.models:
-            variant = "base" if model in SCVI_KW else args.variant + ("+pin" if args.pin_decoder else "") \
-                + (f"+qfs{args.query_fs_prior:g}" if args.query_fs_prior else "") \
-                + (f"+qkl{args.query_kl_warmup}" if args.query_kl_warmup is not None else "") \
-                + (f"+qlr{args.query_lr:g}" if args.query_lr is not None else "")
-            path = out_dir / f"{ds.name}__{model.replace('+', 'p')}__{variant}__e{epochs}q{q_epochs}__s{seed}.json"
-            if path.exists() and not args.overwrite:
-                print(f"  {path.name} exists; skipped")
-                continue
-            t0 = time.perf_counter()
-            if args.de_novo:  # one model on reference + query together: the integration ceiling
-                both = adata.copy()
-                both.obs[batch_key] = both.obs[batch_key].astype(str).astype("category")
-                m_all, a_all = build(model, both, batch_key, seed, epochs, args.n_hidden, args.n_latent, variant_setup)
-                z_all = m_all.get_latent_representation(a_all)
-                t1 = t2 = time.perf_counter()
-                ref_z, q_z = z_all[in_ref], z_all[~in_ref]
-                pred, conf = label_transfer(ref_z, ref_labels, q_z)
-                mix = query_mixing(ref_z, q_z)
-                path = path.with_name(path.name.replace("__e", "__denovo_e"))
-                qm = None
-            else:
-                ref_model, ref_a = build(model, ref, batch_key, seed, epochs, args.n_hidden, args.n_latent,
-                                         variant_setup)
-                t1 = time.perf_counter()
-                qm, q_a = map_query(model, ref_model, query, seed, q_epochs, args.pin_decoder,
-                                    args.query_fs_prior)
-            if args.query_fs_prior:
-                from regularizedvi import _constants as C
+    corrections = {"on": [True], "off": [False], "both": [True, False]}[args.input_correction]
+    ref_cache: dict = {}
+    for seed, model, correct in [(s, m, c) for s in args.seeds for m in args.models for c in corrections]:
+        if model in SCVI_KW and not correct:
+            continue
+        variant = "base" if model in SCVI_KW else args.variant + ("+pin" if args.pin_decoder else "") \
+            + (f"+qfs{args.query_fs_prior:g}" if args.query_fs_prior else "") \
+            + (f"+qkl{args.query_kl_warmup}" if args.query_kl_warmup is not None else "") \
+            + (f"+qlr{args.query_lr:g}" if args.query_lr is not None else "") \
+            + ("+qin" if correct else "+noqin")
+        path = out_dir / f"{ds.name}__{model.replace('+', 'p')}__{variant}__e{epochs}q{q_epochs}__s{seed}.json"
+        if path.exists() and not args.overwrite:
+            print(f"  {path.name} exists; skipped")
+            continue
+        t0 = time.perf_counter()
+        if args.de_novo:  # one model on reference + query together: the integration ceiling
+            both = adata.copy()
+            both.obs[batch_key] = both.obs[batch_key].astype(str).astype("category")
+            m_all, a_all = build(model, both, batch_key, seed, epochs, args.n_hidden, args.n_latent, variant_setup)
+            z_all = m_all.get_latent_representation(a_all)
+            t1 = t2 = time.perf_counter()
+            ref_z, q_z = z_all[in_ref], z_all[~in_ref]
+            pred, conf = label_transfer(ref_z, ref_labels, q_z)
+            mix = query_mixing(ref_z, q_z)
+            path = path.with_name(path.name.replace("__e", "__denovo_e"))
+            qm = None
+        else:
+            if (seed, model) not in ref_cache:  # one reference for both corrections
+                ref_cache.clear()
+                ref_cache[(seed, model)] = (*build(model, ref, batch_key, seed, epochs, args.n_hidden,
+                                                   args.n_latent, variant_setup), time.perf_counter() - t0)
+            ref_model, ref_a, ref_seconds = ref_cache[(seed, model)]
+            t0 = time.perf_counter() - ref_seconds
+            t1 = time.perf_counter()
+            qm, q_a = map_query(model, ref_model, query, seed, q_epochs, args.pin_decoder,
+                                args.query_fs_prior, correct)
+        if args.query_fs_prior:
+            from regularizedvi import _constants as C
 
-                C.FEATURE_SCALING_PRIOR_ALPHA, C.FEATURE_SCALING_PRIOR_BETA = fs_prior
-            if qm is not None:
-                t2 = time.perf_counter()
-                ref_z = ref_model.get_latent_representation(ref_a)
-                q_z = qm.get_latent_representation(q_a)
-                pred, conf = label_transfer(ref_z, ref_labels, q_z)
-                mix = query_mixing(ref_z, q_z)
-            rec = {
-                "dataset": ds.name, "model": model + (" de novo" if args.de_novo else ""), "variant": variant,
-                "seed": seed,
-                "epochs": epochs, "query_epochs": q_epochs, "n_ref": int(ref.n_obs), "n_query": int(query.n_obs),
-                "accuracy": float(accuracy_score(q_labels, pred)),
-                "macro_f1": float(f1_score(q_labels, pred, average="macro", labels=np.unique(q_labels))),
-                "mixing": float(mix.mean()),
-                "per_batch": {b: {"accuracy": float(accuracy_score(q_labels[q_batches == b], pred[q_batches == b])),
-                                  "mixing": float(mix[q_batches == b].mean())} for b in np.unique(q_batches)},
-                "mean_confidence": float(conf.mean()),
-                "ref_seconds": t1 - t0, "query_seconds": t2 - t1, "environment": environment(),
-            }
-            path.write_text(json.dumps(rec, indent=1))
-            print(f"  seed {seed} {model}: accuracy {rec['accuracy']:.3f}, macro F1 {rec['macro_f1']:.3f}, "
-                  f"mixing {rec['mixing']:.3f} "
-                  f"{ {b: (round(v['accuracy'], 3), round(v['mixing'], 3)) for b, v in rec['per_batch'].items()} } "
-                  f"({t1 - t0:.0f} + {t2 - t1:.0f} s)", flush=True)
+            C.FEATURE_SCALING_PRIOR_ALPHA, C.FEATURE_SCALING_PRIOR_BETA = fs_prior
+        if qm is not None:
+            t2 = time.perf_counter()
+            ref_z = ref_model.get_latent_representation(ref_a)
+            q_z = qm.get_latent_representation(q_a)
+            pred, conf = label_transfer(ref_z, ref_labels, q_z)
+            mix = query_mixing(ref_z, q_z)
+        rec = {
+            "dataset": ds.name, "model": model + (" de novo" if args.de_novo else ""), "variant": variant,
+            "seed": seed, "input_correction": bool(correct) and model not in SCVI_KW,
+            "epochs": epochs, "query_epochs": q_epochs, "n_ref": int(ref.n_obs), "n_query": int(query.n_obs),
+            "accuracy": float(accuracy_score(q_labels, pred)),
+            "macro_f1": float(f1_score(q_labels, pred, average="macro", labels=np.unique(q_labels))),
+            "mixing": float(mix.mean()),
+            "per_batch": {b: {"accuracy": float(accuracy_score(q_labels[q_batches == b], pred[q_batches == b])),
+                              "mixing": float(mix[q_batches == b].mean())} for b in np.unique(q_batches)},
+            "mean_confidence": float(conf.mean()),
+            "ref_seconds": t1 - t0, "query_seconds": t2 - t1, "environment": environment(),
+        }
+        path.write_text(json.dumps(rec, indent=1))
+        print(f"  seed {seed} {model}: accuracy {rec['accuracy']:.3f}, macro F1 {rec['macro_f1']:.3f}, "
+              f"mixing {rec['mixing']:.3f} "
+              f"{ {b: (round(v['accuracy'], 3), round(v['mixing'], 3)) for b, v in rec['per_batch'].items()} } "
+              f"({t1 - t0:.0f} + {t2 - t1:.0f} s)", flush=True)
 
 
 def table() -> None:
@@ -299,6 +311,8 @@ def main(argv=None) -> None:
                    help="regularizedvi: feature-scaling prior Gamma(A, A) during query training only")
     p.add_argument("--pin-decoder", action="store_true",
                    help="regularizedvi: query decoder covariate columns = mean of the reference's, frozen")
+    p.add_argument("--input-correction", default="on", choices=["on", "off", "both"],
+                   help="regularizedvi: load_query_data(input_correction=); both: two mappings per reference")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--table", action="store_true")

@@ -70,7 +70,8 @@ def map_variant(ref_model, query, seed: int, epochs: int, opts: dict):
 
     scvi.settings.seed = seed
     q = query.copy()
-    qm = rv.AmbientRegularizedSCVI.load_query_data(q, ref_model)
+    # the exploration variants patch an uncorrected query model (the core correction is off)
+    qm = rv.AmbientRegularizedSCVI.load_query_data(q, ref_model, input_correction=False)
     z_plain = qm.get_latent_representation(q)
     if opts["qin"] or opts["qdepth"]:
         level = Q.depth_level(qm, ref_model, q) if opts["qdepth"] else None
