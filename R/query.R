@@ -39,7 +39,7 @@
 #'   The query's new decoder covariate columns are fixed at the reference
 #'   mean, and the new feature-scaling rows get a loose Gamma(2, 2) prior. In
 #'   the package's benchmark, query-to-reference mixing rose from 0.162 to
-#'   0.204 on cellbench (scVI 0.208) and from 0.616 to 0.620 on SNARE (scVI
+#'   0.204 on cellbench (scVI 0.208) and from 0.616 to 0.619 on SNARE (scVI
 #'   0.646); label accuracy did not change. `FALSE` maps as before. A
 #'   multimodal reference ignores it.
 #' @param reduction.name,reduction.key,name Where the query latent goes.

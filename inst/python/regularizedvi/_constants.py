@@ -80,8 +80,8 @@ FEATURE_SCALING_PRIOR_BETA = 200.0
 # reference mean; the query's new feature-scaling rows get the loose Gamma(2, 2) prior
 # (under Gamma(200, 200) their log y has sd 0.27 over genes and mixing gains +0.005).
 # Measured (bench/mapping.py, rv+nn, 200/100 epochs, 3 seeds; bench/README.md): query->reference
-# mixing cellbench 0.162 -> 0.204 (scVI 0.208), SNARE 0.616 -> 0.620 (scVI 0.646), label
-# accuracy unchanged (0.983, 0.749).
+# mixing cellbench 0.162 -> 0.204 (scVI 0.208), SNARE 0.616 -> 0.619 (scVI 0.646), label
+# accuracy unchanged (0.983, 0.749); bench/records/quality/mapping_core_qin.md.
 QUERY_INPUT_CORRECTION = True
 QUERY_FEATURE_SCALING_PRIOR = 2.0
 # Hierarchical dispersion prior: lambda ~ Gamma(9, 3); 1/sqrt(theta) ~ Exponential(lambda).

@@ -318,7 +318,7 @@ class SafeSaveLoadMixin:
 
         Measured (bench/mapping.py, README recipe with batch_key + nn conditioning, 3 seeds):
         query->reference kNN mixing 0.162 -> 0.204 on cellbench (scVI 0.208) and 0.616 ->
-        0.620 on SNARE (scVI 0.646), label accuracy unchanged. ``False`` maps exactly as
+        0.619 on SNARE (scVI 0.646), label accuracy unchanged. ``False`` maps exactly as
         before. A saved query model keeps these settings (``model.json``).
         """
         if isinstance(reference_model, (str, os.PathLike)):
