@@ -179,7 +179,7 @@ def test_loss_is_its_terms_and_the_native_share_penalty_reads_each_cells_total(m
     """One training-mode forward pass: the native-share penalty is ``K N_n^0.75 sum_f rho_nf``
     with ``N_n`` the cell's total count recomputed from the minibatch's counts (bit for bit),
     and the loss is the mean of reconstruction + KL-weighted KLs + penalties plus the global
-    prior / n_obs."""
+    prior / n_obs (multimodal: the non-primary slices' KL times ``secondary_kl_weight``)."""
     import regularizedvi as rv
     from torch.distributions import kl_divergence
 
@@ -228,7 +228,13 @@ def test_loss_is_its_terms_and_the_native_share_penalty_reads_each_cells_total(m
         per_cell = per_cell + (rec + kl_weight * kl_l + penalties) * inference["masks"][m]
     assert any(module.observation_of(m).use_background for m in names)
     qz = inference["qz"]
-    kl_z = kl_divergence(qz, standard_normal_like(qz)).sum(-1)
+    kl_dims = kl_divergence(qz, standard_normal_like(qz))
+    if multimodal:  # the primary (RNA) slice's KL weighs 1, the other slices' SECONDARY_KL_WEIGHT
+        assert module.primary_modality == "rna" and module.secondary_kl_weight == C.SECONDARY_KL_WEIGHT == 2.0
+        weights = torch.full((kl_dims.shape[-1],), C.SECONDARY_KL_WEIGHT)
+        weights[slice(*module.latent_slices["rna"])] = 1.0
+        kl_dims = kl_dims * weights
+    kl_z = kl_dims.sum(-1)
     kl_global = sum(module.observation_of(m).global_penalty() for m in names)
     expected = torch.mean(per_cell + kl_weight * kl_z) + kl_global / n_obs
     torch.testing.assert_close(out.loss, expected, rtol=1e-5, atol=1e-4)
