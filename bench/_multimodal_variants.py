@@ -215,6 +215,8 @@ def _part(name: str, n_genes: int, n_peaks: int):
         plan["n_epochs_kl_warmup"] = None if name == "wu0" else int(name[2:])
     elif name == "nofs":
         model["feature_scaling"] = {"atac": False}
+    elif name == "fsrna":  # RNA feature scaling on (one global factor per gene, as the single model's)
+        model["feature_scaling"] = {"rna": True}
     elif name == "bgatac":
         model["additive_background"] = {"atac": True}
     elif name == "bern":
