@@ -199,6 +199,8 @@ def test_input_correction_off_maps_as_before(shifted_mapping):
     assert not torch.allclose(w[:, -1], w[:, -3:-1].mean(1), atol=1e-4)
     with pytest.raises(TypeError, match="unexpected keyword"):
         rv.AmbientRegularizedSCVI.load_query_data(query.copy(), reference, input_corection=False)
+    with pytest.raises(TypeError, match="input_correction must be True or False, got 'no'"):
+        rv.AmbientRegularizedSCVI.load_query_data(query.copy(), reference, input_correction="no")
 
 
 def test_saved_query_model_keeps_its_input_correction(shifted_mapping, tmp_path):

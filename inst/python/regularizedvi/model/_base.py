@@ -83,7 +83,7 @@ def check_setup_kwargs(kwargs: dict, setup_method_args: dict, method: str) -> No
     unknown = [k for k in kwargs if k not in TRANSFER_KWARGS]
     if not unknown:
         return
-    valid = [k for k in setup_method_args.get("setup_args", {}) if k != "kwargs"]
+    valid = list(setup_method_args["setup_args"])
     hints = []
     for key in unknown:
         close = difflib.get_close_matches(key, valid, n=1)

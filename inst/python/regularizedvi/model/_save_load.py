@@ -321,6 +321,8 @@ class SafeSaveLoadMixin:
         0.619 on SNARE (scVI 0.646), label accuracy unchanged. ``False`` maps exactly as
         before. A saved query model keeps these settings (``model.json``).
         """
+        if not isinstance(input_correction, bool):
+            raise TypeError(f"input_correction must be True or False, got {input_correction!r}.")
         if isinstance(reference_model, (str, os.PathLike)):
             description, state = read_saved_model(reference_model)
         else:
@@ -339,7 +341,7 @@ class SafeSaveLoadMixin:
         copy_reference_weights(model, description["registry"], state, freeze=freeze)
         if cls._query_input_correction:
             carry_query_mapping(model, description["registry"], description.get(QUERY_MAPPING_FIELD),
-                                correct=bool(input_correction) and freeze)
+                                correct=input_correction and freeze)
         model._frozen_reference = freeze
         # With no new category there is nothing to learn: the model is the trained reference.
         model.is_trained_ = freeze and not any(p.requires_grad for p in model.module.parameters())
