@@ -220,3 +220,23 @@ def test_saved_query_model_keeps_its_input_correction(shifted_mapping, tmp_path)
     again = rv.AmbientRegularizedSCVI.load_query_data(query.copy(), tmp_path / "query")
     assert again.module.query_mapping() == on.module.query_mapping()
     np.testing.assert_array_equal(again.get_latent_representation(ref), reference.get_latent_representation())
+
+
+def test_query_mapping_state_follows_the_class_flag_alone(simulated, tmp_path, monkeypatch):
+    """``_query_input_correction`` is the one switch for query-mapping state: saving writes it,
+    loading applies it, and a class without the flag neither writes nor reads it, whatever its
+    module has."""
+    import json
+
+    adata = simulated[:200].copy()
+    rv.AmbientRegularizedSCVI.setup_anndata(adata, batch_key="batch", nn_conditioning_covariate_keys=["batch"])
+    model = rv.AmbientRegularizedSCVI(adata, n_hidden=8, n_latent=3)
+    model.module.pin_decoder_columns([1], reset=False)
+    state = {"scaling_rows": [], "pinned_decoder_columns": [1]}
+    model.save(tmp_path / "flag")
+    assert json.loads((tmp_path / "flag" / "model.json").read_text())["query_mapping"] == state
+    assert rv.AmbientRegularizedSCVI.load(tmp_path / "flag", adata=adata).module.query_mapping() == state
+    monkeypatch.setattr(rv.AmbientRegularizedSCVI, "_query_input_correction", False)
+    model.save(tmp_path / "no_flag")
+    assert "query_mapping" not in json.loads((tmp_path / "no_flag" / "model.json").read_text())
+    assert rv.AmbientRegularizedSCVI.load(tmp_path / "flag", adata=adata).module.query_mapping() is None

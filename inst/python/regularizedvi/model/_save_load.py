@@ -42,10 +42,10 @@ _BEFORE_FORMAT4 = {"native_share_power": 0.5}
 QUERY_MAPPING_FIELD = "query_mapping"
 
 
-def _query_mapping(module) -> dict | None:
-    """The module's query-mapping state (single-modality model), or None."""
-    get = getattr(module, "query_mapping", None)
-    return get() if get is not None else None
+def _query_mapping(model) -> dict | None:
+    """A model's query-mapping state, or None: only a class whose ``_query_input_correction``
+    is set keeps one (its module's ``query_mapping()``)."""
+    return model.module.query_mapping() if getattr(type(model), "_query_input_correction", False) else None
 
 
 def _module_format(module) -> int:
@@ -146,7 +146,9 @@ class SafeSaveLoadMixin:
 
     # {format: init arguments a file of an earlier format was trained with, where absent}
     _earlier_init_kwargs = {3: _BEFORE_FORMAT3, 4: _BEFORE_FORMAT4}
-    # Whether load_query_data's input correction applies (the single-modality model).
+    # Whether the model keeps query-mapping state: load_query_data's input correction applies,
+    # its module has query_mapping() / set_query_mapping(), and model.json may hold
+    # QUERY_MAPPING_FIELD (the single-modality model). The one switch for all of these.
     _query_input_correction = False
 
     def save(self, dir_path: str | os.PathLike, overwrite: bool = False, save_anndata: bool = False) -> None:
@@ -175,7 +177,7 @@ class SafeSaveLoadMixin:
             "var_names": self._feature_names(self.adata),
             "is_trained": bool(self.is_trained_),
         }
-        if (mapping := _query_mapping(self.module)) is not None:
+        if (mapping := _query_mapping(self)) is not None:
             description[QUERY_MAPPING_FIELD] = mapping
         state = {k: v.detach().cpu() for k, v in self.module.state_dict().items()}
         torch.save(state, path / WEIGHTS_FILE)
@@ -332,7 +334,7 @@ class SafeSaveLoadMixin:
                 "init_kwargs": reference_model._init_kwargs,
                 "registry": reference_model.adata_manager.registry,
                 "var_names": reference_model._feature_names(reference_model.adata),
-                QUERY_MAPPING_FIELD: _query_mapping(reference_model.module),
+                QUERY_MAPPING_FIELD: _query_mapping(reference_model),
             }
             state = {k: v.detach().cpu() for k, v in reference_model.module.state_dict().items()}
         cls._check_description(description)
