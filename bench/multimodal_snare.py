@@ -19,7 +19,7 @@ Scores: 15-NN purity of cell_type, library mixing (normalised entropy of the 30-
 libraries), ASW of labels; the slices of a concatenated joint latent (rna / atac) alone;
 per-modality reconstruction and KL per cell at the end; with ``--scib`` scib-metrics'
 Benchmarker (bio conservation + batch correction, unscaled; pre-integration embedding: PCA
-of log-normalised RNA). One JSON line per (model, seed) is appended to
+of log-normalised RNA; ``--scib-slices rna`` scores the RNA slice too). One JSON line per (model, seed) is appended to
 ``bench/results/multimodal_snare/TAG.jsonl``; ``--summary TAG...`` prints the tables.
 
 Usage:
@@ -235,7 +235,7 @@ def run(args) -> None:
             record = {"model": name, "seed": seed, "cells": int(rna.n_obs), "peaks": int(atac.n_vars),
                       **res, "loadavg": os.getloadavg()[0], "env": env}
             for key, z in latents.items():
-                record[key] = scores(z, obs, pca, scib=args.scib and key == "joint")
+                record[key] = scores(z, obs, pca, scib=args.scib and (key == "joint" or key in args.scib_slices))
             with path.open("a") as fh:
                 fh.write(json.dumps(record, default=float) + "\n")
             joint = record["joint"]
@@ -281,6 +281,8 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["rv_rna", "joint:base"])
     parser.add_argument("--multivi-epochs", type=int, default=500)
     parser.add_argument("--scib", action="store_true")
+    parser.add_argument("--scib-slices", nargs="*", default=[], choices=["rna", "atac"],
+                        help="with --scib, also score these slices of a concatenated joint latent")
     parser.add_argument("--no-attribution", action="store_true")
     parser.add_argument("--tag", default="screen")
     parser.add_argument("--summary", nargs="+")

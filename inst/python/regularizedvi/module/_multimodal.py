@@ -11,6 +11,8 @@ on ``latent_mode`` (see :class:`RegularizedMultimodalVAE`).
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -27,6 +29,21 @@ from regularizedvi.nn import AmbientScaleEncoder, GaussianEncoder, LibraryEncode
 def modality_key(name: str) -> str:
     """Minibatch / registry key of a modality's counts."""
     return f"{K.X}_{name}"
+
+
+def _checked_primary_options(primary_modality, detach_primary, secondary_kl_weight) -> tuple[bool, float]:
+    """``(detach_primary, secondary_kl_weight)`` checked: the one place for these checks (the
+    model only resolves its ``None`` defaults, ``model._multimodal_setup.primary_options``)."""
+    if not isinstance(detach_primary, bool):
+        raise TypeError(f"detach_primary must be True or False, got {detach_primary!r}.")
+    if (isinstance(secondary_kl_weight, bool) or not isinstance(secondary_kl_weight, numbers.Real)
+            or not math.isfinite(secondary_kl_weight) or secondary_kl_weight <= 0):
+        raise ValueError(f"secondary_kl_weight must be a finite number > 0, got {secondary_kl_weight!r}.")
+    if primary_modality is None and (detach_primary or secondary_kl_weight != 1.0):
+        raise ValueError("detach_primary and secondary_kl_weight apply to a primary modality (latent_mode="
+                         "'concatenation' with primary_modality set); without one leave them at their defaults "
+                         f"(got detach_primary={detach_primary!r}, secondary_kl_weight={secondary_kl_weight!r}).")
+    return detach_primary, float(secondary_kl_weight)
 
 
 class RegularizedMultimodalVAE(ModalityVAE):
@@ -149,11 +166,8 @@ class RegularizedMultimodalVAE(ModalityVAE):
             if primary_modality not in names:
                 raise ValueError(f"primary_modality must be one of the modalities {names}, got {primary_modality!r}.")
         self.primary_modality = primary_modality
-        if primary_modality is None and (detach_primary or secondary_kl_weight != 1.0):
-            raise ValueError("detach_primary and secondary_kl_weight need a primary_modality (concatenation mode); "
-                             f"got detach_primary={detach_primary!r}, secondary_kl_weight={secondary_kl_weight!r}.")
-        self.detach_primary = bool(detach_primary)
-        self.secondary_kl_weight = float(secondary_kl_weight)
+        self.detach_primary, self.secondary_kl_weight = _checked_primary_options(
+            primary_modality, detach_primary, secondary_kl_weight)
         decoder_width = {m: (self.n_latent_per_modality[m] if m == primary_modality else self.n_latent)
                          for m in names}
 
@@ -163,38 +177,33 @@ class RegularizedMultimodalVAE(ModalityVAE):
                 sum(n_input[m] for m in names) + n_continuous, self.n_latent, n_enc_cov,
                 n_layers, max(n_hidden[m] for m in names), dropout_rate,
             )
-            self.encoders = nn.ModuleDict()
-        else:
-            size = {m: (self.n_latent if latent_mode == "weighted_mean" else self.n_latent_per_modality[m])
-                    for m in names}
-            self.encoders = nn.ModuleDict({
-                m: GaussianEncoder(n_input[m] + n_continuous, size[m], n_enc_cov, n_layers, n_hidden[m],
-                                   dropout_rate)
-                for m in names
-            })
+        self.encoders = nn.ModuleDict()
         if latent_mode == "weighted_mean":
             self.modality_weight_logits = nn.Parameter(torch.zeros(len(names)))
-        self.library_encoders = nn.ModuleDict(
-            {m: LibraryEncoder(n_input[m], dropout_rate=dropout_rate) for m in names}
-        )
-        self.decoders = nn.ModuleDict({
-            m: SoftplusDecoder(decoder_width[m] + n_continuous, n_input[m], sum(self.n_nn_cats_per_key),
-                               n_layers, n_hidden[m])
-            for m in names
-        })
-        self.observations = nn.ModuleDict({
-            m: CountObservationModel(
+        self.library_encoders = nn.ModuleDict()
+        self.decoders = nn.ModuleDict()
+        self.observations = nn.ModuleDict()
+        self.ambient_scale_encoders = nn.ModuleDict()
+        # Built modality by modality, each in the single-modality module's order (encoder,
+        # library encoder, decoder, observation model, ambient-scale encoder): from the same
+        # seed, the first modality's parts start from the weights that RegularizedVAE draws
+        # for that modality alone (tests/python/test_rna_path_parity.py).
+        for m in names:
+            if latent_mode != "single_encoder":
+                size = self.n_latent if latent_mode == "weighted_mean" else self.n_latent_per_modality[m]
+                self.encoders[m] = GaussianEncoder(n_input[m] + n_continuous, size, n_enc_cov, n_layers,
+                                                   n_hidden[m], dropout_rate)
+            self.library_encoders[m] = LibraryEncoder(n_input[m], dropout_rate=dropout_rate)
+            self.decoders[m] = SoftplusDecoder(decoder_width[m] + n_continuous, n_input[m],
+                                               sum(self.n_nn_cats_per_key), n_layers, n_hidden[m])
+            self.observations[m] = CountObservationModel(
                 n_input[m], n_ambient_cats_per_key[m], n_scaling_cats_per_key[m], n_dispersion_groups,
                 library_log_means[m], library_log_vars[m], regularise_background,
                 ambient_background=(ambient_background[m] if isinstance(ambient_background, dict)
                                     else ambient_background),
             )
-            for m in names
-        })
-        self.ambient_scale_encoders = nn.ModuleDict({
-            m: AmbientScaleEncoder(n_input[m]) for m in names
-            if ambient_cell_scale and self.observations[m].use_background
-        })
+            if ambient_cell_scale and self.observations[m].use_background:
+                self.ambient_scale_encoders[m] = AmbientScaleEncoder(n_input[m])
         if mean_profiles is not None:
             for m in names:
                 background_total = C.BACKGROUND_INIT_FRACTION if self.observations[m].use_background else 0.0
