@@ -32,7 +32,8 @@
 #' @param max.epochs Query training epochs (default `NULL`: Python's default).
 #' @param freeze Keep reference weights fixed (default `TRUE`).
 #' @param input.correction Single-modality reference, with `freeze`: correct
-#'   the query's input to the frozen encoder (default `TRUE`; Python
+#'   the query's input to the frozen encoder (default `NULL`: the Python
+#'   default, `TRUE` for a single-modality reference; Python
 #'   `load_query_data(input_correction=)`). The encoder reads each query
 #'   cell's counts divided by its new category's learned feature scaling
 #'   relative to the reference's (reference cells keep their latent exactly).
@@ -41,7 +42,8 @@
 #'   the package's benchmark, query-to-reference mixing rose from 0.162 to
 #'   0.204 on cellbench (scVI 0.208) and from 0.616 to 0.619 on SNARE (scVI
 #'   0.646); label accuracy did not change. `FALSE` maps as before. A
-#'   multimodal reference ignores it.
+#'   multimodal reference has no input correction: it maps with `NULL` or
+#'   `FALSE`, and `TRUE` is an error.
 #' @param reduction.name,reduction.key,name Where the query latent goes.
 #' @param transfer Optional: a label column of `reference.object` (e.g.
 #'   `"cell_type"`) to transfer to the query cells.
@@ -79,7 +81,7 @@
 #' }
 #' @export
 MapRegularizedVIQuery <- function(query, reference, max.epochs = NULL, freeze = TRUE,
-                                  input.correction = TRUE, assay = "RNA", layer = "counts",
+                                  input.correction = NULL, assay = "RNA", layer = "counts",
                                   reduction.name = "regularizedvi", reduction.key = "rvi_",
                                   transfer = NULL, reference.object = NULL,
                                   transfer.options = list(), transfer.prefix = "predicted_",
@@ -107,7 +109,7 @@ MapRegularizedVIQuery <- function(query, reference, max.epochs = NULL, freeze = 
 #' @rdname MapRegularizedVIQuery
 #' @export
 mapRegularizedVIQuery <- function(query, reference, max.epochs = NULL, freeze = TRUE,
-                                  input.correction = TRUE, assay.type = "counts", name = "regularizedvi",
+                                  input.correction = NULL, assay.type = "counts", name = "regularizedvi",
                                   transfer = NULL, reference.object = NULL,
                                   transfer.options = list(), transfer.prefix = "predicted_",
                                   contamination.column = "regularizedvi_contamination",
@@ -132,8 +134,9 @@ mapRegularizedVIQuery <- function(query, reference, max.epochs = NULL, freeze = 
 }
 
 .check_input_correction <- function(input.correction) {
+  if (is.null(input.correction)) return(invisible(NULL))
   if (!is.logical(input.correction) || length(input.correction) != 1 || is.na(input.correction)) {
-    stop("`input.correction` must be TRUE or FALSE (one value), not ",
+    stop("`input.correction` must be TRUE, FALSE or NULL (one value), not ",
          paste(deparse(input.correction), collapse = " "), ".", call. = FALSE)
   }
 }
@@ -145,7 +148,7 @@ mapRegularizedVIQuery <- function(query, reference, max.epochs = NULL, freeze = 
   .read_model_json(reference)
 }
 
-.query_model <- function(query, reference, description, freeze, seed, input.correction = TRUE,
+.query_model <- function(query, reference, description, freeze, seed, input.correction = NULL,
                          assay = NULL, layer = "counts", assay.type = "counts", main.name = NULL) {
   data <- .data_for_saved(query, description, assay = assay, layer = layer, assay.type = assay.type,
                           main.name = main.name)

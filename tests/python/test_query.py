@@ -240,3 +240,24 @@ def test_query_mapping_state_follows_the_class_flag_alone(simulated, tmp_path, m
     model.save(tmp_path / "no_flag")
     assert "query_mapping" not in json.loads((tmp_path / "no_flag" / "model.json").read_text())
     assert rv.AmbientRegularizedSCVI.load(tmp_path / "flag", adata=adata).module.query_mapping() is None
+
+
+def test_multimodal_query_refuses_the_input_correction_it_does_not_have():
+    """RegularizedMultimodalVI maps without the input correction: its default and False map
+    alike, an explicit True is refused (it was silently ignored)."""
+    mdata = rv.simulate_multiome(n_cells=90, n_genes=30, n_peaks=40, n_types_a=2, n_types_b=2, n_batches=2,
+                                 missing_b_fraction=0.0, seed=3)
+    ref, query = mdata[mdata.obs["batch"] != "batch_1"].copy(), mdata[mdata.obs["batch"] == "batch_1"].copy()
+    rv.RegularizedMultimodalVI.setup_mudata(ref, modalities=["rna", "atac"], batch_key="batch",
+                                            nn_conditioning_covariate_keys=["batch"])
+    seed_everything(0)
+    reference = rv.RegularizedMultimodalVI(ref, n_hidden=8, n_latent=2)
+    default = rv.RegularizedMultimodalVI.load_query_data(query.copy(), reference)
+    off = rv.RegularizedMultimodalVI.load_query_data(query.copy(), reference, input_correction=False)
+    for key, value in default.module.state_dict().items():
+        assert torch.equal(value, off.module.state_dict()[key]), key
+    with pytest.raises(ValueError, match=r"input_correction=True does not apply to RegularizedMultimodalVI: "
+                                         r"the multimodal model maps a query without the input correction"):
+        rv.RegularizedMultimodalVI.load_query_data(query.copy(), reference, input_correction=True)
+    with pytest.raises(TypeError, match="input_correction must be True or False, got 1"):
+        rv.RegularizedMultimodalVI.load_query_data(query.copy(), reference, input_correction=1)

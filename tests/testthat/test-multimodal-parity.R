@@ -153,6 +153,16 @@ test_that("a query of a multimodal reference maps, with label transfer in query 
   direct <- regularizedvi:::.py_frame_to_r(regularizedvi:::.without_scvi_info(
     model$py$transfer_labels(ref_data, "letter.idents")))
   expect_identical(labels$predicted_letter.idents_confidence, direct[colnames(query), "confidence"])
+  # the multimodal model has no input correction: the default maps (above), TRUE is refused
+  # with Python's message and no traceback
+  err <- tryCatch(MapRegularizedVIQuery(query, dir, input.correction = TRUE, progress = FALSE,
+                                        accelerator = "cpu"), error = identity)
+  expect_s3_class(err, "error")
+  expect_match(conditionMessage(err),
+               paste0("^Mapping the query onto the reference failed: ValueError: input_correction=True ",
+                      "does not apply to RegularizedMultimodalVI: the multimodal model maps a query ",
+                      "without the input correction"))
+  expect_false(grepl("Traceback|File \"|py_last_error", conditionMessage(err)))
 })
 
 test_that("plotModalityAttribution reuses the attribution kept with the model", {

@@ -109,9 +109,10 @@ test_that("input.correction is passed to load_query_data and validated", {
   }
   on <- mapping(TRUE)
   expect_length(on$scaling_rows, length(unique(query$groups)))
+  expect_identical(mapping(NULL), on)  # the default: Python's, on for a single-modality reference
   expect_null(mapping(FALSE))
   expect_error(MapRegularizedVIQuery(query, tempfile(), input.correction = "yes"),
-               "`input.correction` must be TRUE or FALSE \\(one value\\), not \"yes\"")
+               "`input.correction` must be TRUE, FALSE or NULL \\(one value\\), not \"yes\"")
   expect_error(mapRegularizedVIQuery(synthetic_sce(), tempfile(), input.correction = c(TRUE, FALSE)),
-               "`input.correction` must be TRUE or FALSE \\(one value\\)")
+               "`input.correction` must be TRUE, FALSE or NULL \\(one value\\)")
 })

@@ -293,7 +293,7 @@ class SafeSaveLoadMixin:
 
     @classmethod
     def load_query_data(cls, adata: AnnData, reference_model, freeze: bool = True,
-                        input_correction: bool = C.QUERY_INPUT_CORRECTION):
+                        input_correction: bool | None = None):
         """Map a query onto a trained reference (scArches-style architectural surgery).
 
         ``reference_model`` is a trained model or a folder written by :meth:`save`. The
@@ -303,9 +303,9 @@ class SafeSaveLoadMixin:
         ``freeze`` (default), kept fixed during ``train()``. Train the returned model on
         the query, then embed it.
 
-        ``input_correction`` (default True; used with ``freeze`` only; single-modality
-        :class:`AmbientRegularizedSCVI` only: :class:`RegularizedMultimodalVI` ignores it
-        and maps as without it): when the query brings new feature-scaling categories,
+        ``input_correction`` (single-modality :class:`AmbientRegularizedSCVI` only; used with
+        ``freeze`` only; ``None``, the default, means ``QUERY_INPUT_CORRECTION`` = True there):
+        when the query brings new feature-scaling categories,
 
         * the frozen z encoder reads a query cell's ``log1p(x / r)``, where ``log r`` is its
           category's learned ``log`` feature scaling minus the mean over the reference
@@ -322,9 +322,21 @@ class SafeSaveLoadMixin:
         query->reference kNN mixing 0.162 -> 0.204 on cellbench (scVI 0.208) and 0.616 ->
         0.619 on SNARE (scVI 0.646), label accuracy unchanged. ``False`` maps exactly as
         before. A saved query model keeps these settings (``model.json``).
+
+        :class:`RegularizedMultimodalVI` has no input correction: it maps a query as the
+        single-modality model does with ``input_correction=False``. Its default (``None``) and
+        ``False`` map so; ``True`` is refused with a ``ValueError``.
         """
-        if not isinstance(input_correction, bool):
+        if input_correction is not None and not isinstance(input_correction, bool):
             raise TypeError(f"input_correction must be True or False, got {input_correction!r}.")
+        if input_correction is None:
+            input_correction = C.QUERY_INPUT_CORRECTION and cls._query_input_correction
+        elif input_correction and not cls._query_input_correction:
+            raise ValueError(
+                f"input_correction=True does not apply to {cls.__name__}: the multimodal model maps a "
+                "query without the input correction (only the single-modality AmbientRegularizedSCVI "
+                "has it). Leave input_correction at its default or pass False."
+            )
         if isinstance(reference_model, (str, os.PathLike)):
             description, state = read_saved_model(reference_model)
         else:
