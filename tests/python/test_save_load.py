@@ -1,6 +1,7 @@
 """Safe save/load with bitwise-identical latents, for both set-up styles."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -190,3 +191,40 @@ def test_multimodal_detach_primary_and_secondary_kl_weight_errors():
         rv.RegularizedMultimodalVI(mdata, secondary_kl_weight=0)
     with pytest.raises(TypeError, match="detach_primary must be True or False, got 'yes'"):
         rv.RegularizedMultimodalVI(mdata, detach_primary="yes")
+
+
+def _multimodal_module(**kwargs):
+    from regularizedvi.module._multimodal import RegularizedMultimodalVAE
+
+    names = ["rna", "atac"]
+    return RegularizedMultimodalVAE(names, {"rna": 6, "atac": 5}, {m: torch.zeros(1) for m in names},
+                                    {m: torch.ones(1) for m in names}, n_latent={"rna": 2, "atac": 3},
+                                    n_hidden={"rna": 4, "atac": 4}, **kwargs)
+
+
+@pytest.mark.parametrize("options, error, message", [
+    ({"primary_modality": "rna", "detach_primary": "yes"}, TypeError, "detach_primary must be True or False, got 'yes'"),
+    ({"primary_modality": "rna", "detach_primary": 1}, TypeError, "detach_primary must be True or False, got 1"),
+    ({"primary_modality": "rna", "secondary_kl_weight": 0}, ValueError,
+     "secondary_kl_weight must be a finite number > 0, got 0"),
+    ({"primary_modality": "rna", "secondary_kl_weight": float("nan")}, ValueError,
+     "secondary_kl_weight must be a finite number > 0, got nan"),
+    ({"primary_modality": "rna", "secondary_kl_weight": True}, ValueError,
+     "secondary_kl_weight must be a finite number > 0, got True"),
+    ({"secondary_kl_weight": 2.0}, ValueError, "apply to a primary modality"),
+    ({"detach_primary": True}, ValueError, "apply to a primary modality"),
+])
+def test_multimodal_primary_options_are_checked_in_one_place(options, error, message):
+    """The module checks detach_primary / secondary_kl_weight (it coerced 'yes' to True and took
+    0 or nan before); the model resolves its None defaults and leaves the checks to it, so both
+    give the same error."""
+    with pytest.raises(error, match=re.escape(message)):
+        _multimodal_module(**options)
+    mdata = _format3_mudata()[:60].copy()
+    rv.RegularizedMultimodalVI.setup_mudata(mdata, modalities=["rna", "atac"], batch_key="batch")
+    model_options = {"primary_modality": None, **options}
+    with pytest.raises(error, match=re.escape(message)):
+        rv.RegularizedMultimodalVI(mdata, n_hidden=4, n_latent=2, **model_options)
+    module = _multimodal_module(primary_modality="rna", detach_primary=True, secondary_kl_weight=2)
+    assert (module.detach_primary, module.secondary_kl_weight) == (True, 2.0)
+    assert isinstance(module.secondary_kl_weight, float)

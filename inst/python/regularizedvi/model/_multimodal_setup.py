@@ -3,9 +3,6 @@ the checks of its per-modality options."""
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import numpy as np
 
 from regularizedvi import _constants as C
@@ -100,19 +97,12 @@ def default_feature_scaling(name: str) -> bool:
             else C.MULTIMODAL_FEATURE_SCALING_RNA_LIKE)
 
 
-def primary_options(primary, detach_primary, secondary_kl_weight) -> tuple[bool, float]:
-    """``(detach_primary, secondary_kl_weight)`` checked, ``None`` resolved: the
-    ``_constants`` defaults with a primary modality, ``(False, 1.0)`` without one."""
+def primary_options(primary, detach_primary, secondary_kl_weight) -> tuple:
+    """``(detach_primary, secondary_kl_weight)`` with ``None`` resolved: the ``_constants``
+    defaults with a primary modality, ``(False, 1.0)`` without one. Other values pass as
+    given: the module checks them (``module._multimodal._checked_primary_options``)."""
     if detach_primary is None:
         detach_primary = C.DETACH_PRIMARY if primary is not None else False
-    if not isinstance(detach_primary, bool):
-        raise TypeError(f"detach_primary must be True or False, got {detach_primary!r}.")
     if secondary_kl_weight is None:
         secondary_kl_weight = C.SECONDARY_KL_WEIGHT if primary is not None else 1.0
-    if (isinstance(secondary_kl_weight, bool) or not isinstance(secondary_kl_weight, numbers.Real)
-            or not math.isfinite(secondary_kl_weight) or secondary_kl_weight <= 0):
-        raise ValueError(f"secondary_kl_weight must be a finite number > 0, got {secondary_kl_weight!r}.")
-    if primary is None and (detach_primary or secondary_kl_weight != 1.0):
-        raise ValueError("detach_primary and secondary_kl_weight apply to a primary modality (latent_mode="
-                         "'concatenation' with primary_modality set); without one leave them at None.")
-    return detach_primary, float(secondary_kl_weight)
+    return detach_primary, secondary_kl_weight
