@@ -170,11 +170,11 @@ class VariantMultimodalVAE(RegularizedMultimodalVAE):
             prior = Normal(prior.loc, prior.scale * math.sqrt(scale), validate_args=False)
         return prior
 
-    def _latent_kl(self, z_terms):
+    def _latent_kl(self, kl_z_dims, z_terms):
         if self.latent_mode == "concatenation" and self.kl_slice_weight:
-            return sum(self.kl_slice_weight.get(m, 1.0) * z_terms[f"kl_divergence_z_{m}"]
-                       for m in self.modality_names)
-        return super()._latent_kl(z_terms)
+            return sum(self.kl_slice_weight.get(m, 1.0) * kl_z_dims[..., a:b].sum(-1)
+                       for m, (a, b) in self.latent_slices.items())
+        return super()._latent_kl(kl_z_dims, z_terms)
 
     def _extra_penalties(self, tensors, inference_outputs, generative_outputs, kl_weight, kl_local):
         penalty = None

@@ -197,9 +197,10 @@ class ModalityVAE(BaseModuleClass):
                 kl_local[self._term_name(name, m)] = term * masks[m]
                 penalties = penalties + term * masks[m]
         qz = inference_outputs["qz"]
-        z_terms = self.kl_z_terms(kl_divergence(qz, standard_normal_like(qz)))
+        kl_z_dims = kl_divergence(qz, standard_normal_like(qz))
+        z_terms = self.kl_z_terms(kl_z_dims)
         kl_local.update(z_terms)
-        kl_z = self._latent_kl(z_terms)
+        kl_z = self._latent_kl(kl_z_dims, z_terms)
         extra = self._extra_penalties(tensors, inference_outputs, generative_outputs, kl_weight, kl_local)
         if extra is not None:
             penalties = penalties + extra
@@ -221,8 +222,9 @@ class ModalityVAE(BaseModuleClass):
         model's; ``None`` would leave out that modality's library KL."""
         return self.observation_of(name).library_prior(library_codes)
 
-    def _latent_kl(self, z_terms: dict) -> torch.Tensor:
-        """Per-cell latent KL in the loss, from the reported :meth:`kl_z_terms`: their sum."""
+    def _latent_kl(self, kl_z_dims: torch.Tensor, z_terms: dict) -> torch.Tensor:
+        """Per-cell latent KL in the loss, from the per-dimension KL ``kl_z_dims`` (cells x
+        latent dimensions) and the reported :meth:`kl_z_terms` of it: their sum."""
         return sum(z_terms.values())
 
     def _extra_penalties(self, tensors, inference_outputs, generative_outputs, kl_weight,

@@ -240,11 +240,18 @@ class RegularizedMultimodalVAE(ModalityVAE):
                 z = torch.cat([z[..., :a], z[..., a:b].detach(), z[..., b:]], -1)
         return super()._decode_rho(name, z, nn_onehot, continuous_covs)
 
-    def _latent_kl(self, z_terms: dict) -> torch.Tensor:
+    def _latent_kl(self, kl_z_dims: torch.Tensor, z_terms: dict) -> torch.Tensor:
+        """With a primary modality: the KL of its latent slice plus ``secondary_kl_weight``
+        times that of every other slice, summed over ``self.latent_slices`` of the
+        per-dimension KL (whatever the reported terms are named)."""
         if self.primary_modality is None or self.secondary_kl_weight == 1.0:
-            return super()._latent_kl(z_terms)
-        return sum(term if key == f"kl_divergence_z_{self.primary_modality}" else self.secondary_kl_weight * term
-                   for key, term in z_terms.items())
+            return super()._latent_kl(kl_z_dims, z_terms)
+        primary = self.latent_slices[self.primary_modality]
+        total = 0
+        for a, b in self.latent_slices.values():
+            kl = kl_z_dims[..., a:b].sum(-1)
+            total = total + (kl if (a, b) == primary else self.secondary_kl_weight * kl)
+        return total
 
     def ambient_scale_encoder_of(self, name: str):
         self._check(name)
