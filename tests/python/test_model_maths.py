@@ -80,11 +80,18 @@ def test_theta_is_sampled_in_training_and_fixed_at_inference():
     assert not torch.equal(obs.theta(codes, sample=True), a)
 
 
-def test_sparse_likelihood_sum_equals_dense_sum_and_gradients():
-    """The CPU likelihood evaluates x-dependent terms on nonzeros only: same sum, same grads."""
+@pytest.mark.parametrize("table_size, halves", [(4, False), (1, False), (4, True), (10**6, False)])
+def test_sparse_likelihood_sum_equals_dense_sum_and_gradients(monkeypatch, table_size, halves):
+    """The CPU likelihood evaluates x-dependent terms on nonzeros only: same sum, same grads.
+
+    Parametrised over the small-count table: counts up to 4 read from it and the rest by
+    lgamma; a table of one count; non-integer counts (never read from the table); and a
+    table larger than the number of nonzeros (skipped)."""
+    from regularizedvi import _constants as C
     from regularizedvi.module._observation import (
         CellDispersion, negative_binomial_cell_sums, negative_binomial_log_prob)
 
+    monkeypatch.setattr(C, "NB_COUNT_TABLE_SIZE", table_size)
     g = torch.Generator().manual_seed(0)
     n, f = 64, 300
     # float64 so that the two summation orders agree to rounding
@@ -93,6 +100,10 @@ def test_sparse_likelihood_sum_equals_dense_sum_and_gradients():
     groups = torch.randint(0, 2, (n,), generator=g)
     x = torch.poisson(mu.detach(), generator=g) * (torch.rand(n, f, generator=g) < 0.3)
     x[0] = 0.0  # a cell whose every count is zero still gets its dense terms
+    x[1, :3] = torch.tensor([40.0, 300.0, 5.0])  # above the table
+    assert (x > 4).sum() > 50 and ((x >= 1) & (x <= 4)).sum() > 1000
+    if halves:
+        x = x * 0.5
 
     def cell_sums(fn, tables: bool):
         theta = torch.exp(log_theta)

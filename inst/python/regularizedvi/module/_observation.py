@@ -55,32 +55,69 @@ def negative_binomial_cell_sums(x: torch.Tensor, mu: torch.Tensor, dispersion: "
 
     ``log NB = theta (log theta - log(theta + mu)) + x (log mu - log(theta + mu))`` (cheap,
     every entry) ``+ [lgamma(x + theta) - lgamma(theta) - lgamma(x + 1)]`` (zero where
-    ``x = 0``; evaluated at the stored counts). ``x`` must be a CPU tensor (its nonzeros
-    are found by numpy). With the dispersion's per-group tables, ``theta`` at the nonzeros
-    is read from the small ``(groups, features)`` table, so the backward accumulates into
-    that table instead of a cell x feature block.
+    ``x = 0``; evaluated at the stored counts, see :func:`_nonzero_terms`). ``x`` must be a
+    CPU tensor (its nonzeros are found by numpy). The nonzero terms are scattered into a
+    zero cell x feature block (``index_copy``: each position once, so no accumulation and
+    no serial kernel) and summed with the dense terms in one reduction.
     """
     theta = dispersion.theta
     log_theta_mu = torch.log(theta + mu + eps)
-    dense = (theta * (dispersion.log_theta - log_theta_mu)
-             + x * (torch.log(mu + eps) - log_theta_mu)).sum(-1)
+    dense = theta * (dispersion.log_theta - log_theta_mu) + x * (torch.log(mu + eps) - log_theta_mu)
+    # numpy finds the nonzeros of a boolean array about 3x faster than those of the floats
+    flat = np.flatnonzero(x.detach().numpy() != 0)
+    terms = _nonzero_terms(x, flat, dispersion)
+    scattered = torch.zeros_like(dense).reshape(-1).index_copy(0, torch.from_numpy(flat), terms)
+    return (dense + scattered.view_as(dense)).sum(-1)
+
+
+def _nonzero_terms(x: torch.Tensor, flat: np.ndarray, dispersion: "CellDispersion") -> torch.Tensor:
+    """``lgamma(x + theta) - lgamma(theta) - lgamma(x + 1)`` at the flat positions ``flat``.
+
+    Index_select, not advanced indexing, throughout: its backward is an ``index_add``,
+    where indexing's is an accumulating ``index_put`` that runs serially and slower with
+    more threads. With the dispersion's per-group tables, ``theta`` is read from the small
+    ``(groups, features)`` table (the backward accumulates into it, not into a cell x
+    feature block), and integer counts up to ``NB_COUNT_TABLE_SIZE`` (most of the nonzeros
+    of UMI data) are read from a table of ``sum_{j<k} log((theta + j) / (j + 1))``, the
+    same value as the lgamma difference for an integer ``k`` (to rounding), so that lgamma
+    and its backward (digamma) run on the other counts only. The table is skipped when it
+    has more entries than there are nonzeros (many features and dispersion groups, few
+    counts).
+    """
     n_features = x.shape[-1]
-    flat = np.flatnonzero(x.detach().numpy())
-    rows_np = flat // n_features
-    rows, flat_t = torch.from_numpy(rows_np), torch.from_numpy(flat)
-    # index_select, not advanced indexing: its backward is an index_add, where indexing's is
-    # an accumulating index_put that runs serially and slower with more threads
+    flat_t = torch.from_numpy(flat)
     xv = x.reshape(-1).index_select(0, flat_t)
-    if dispersion.groups is not None:
-        cols = torch.from_numpy(flat - rows_np * n_features)
-        at = dispersion.groups.index_select(0, rows) * n_features + cols
-        th = dispersion.theta_table.reshape(-1).index_select(0, at)
-        lgamma_th = dispersion.lgamma_table.reshape(-1).index_select(0, at)
-    else:
+    if dispersion.groups is None:
         th = dispersion.theta.reshape(-1).index_select(0, flat_t)
         lgamma_th = dispersion.lgamma_theta.reshape(-1).index_select(0, flat_t)
-    sparse = torch.lgamma(xv + th) - lgamma_th - _log_factorial(xv)
-    return dense.index_add(0, rows, sparse)
+        return _lgamma_terms(xv, th, lgamma_th)
+    rows = flat // n_features
+    at = (dispersion.groups.index_select(0, torch.from_numpy(rows)) * n_features
+          + torch.from_numpy(flat - rows * n_features))
+    table = dispersion.theta_table
+    size = C.NB_COUNT_TABLE_SIZE
+    if size * table.numel() > flat.size:  # the table would cost more than it saves
+        th = table.reshape(-1).index_select(0, at)
+        lgamma_th = dispersion.lgamma_table.reshape(-1).index_select(0, at)
+        return _lgamma_terms(xv, th, lgamma_th)
+    steps = torch.arange(size, dtype=table.dtype).view(size, 1, 1)
+    small = torch.log((table.unsqueeze(0) + steps) / (steps + 1)).cumsum(0).reshape(-1)
+    # a count of k reads row k - 1; larger and non-integer counts are replaced below
+    capped = xv.clamp(max=size)
+    level = capped.long().clamp(min=1)
+    terms = small.index_select(0, (level - 1) * table.numel() + at)
+    large = torch.nonzero((xv > size) | (capped != level)).squeeze(1)
+    if large.numel() == 0:
+        return terms
+    at_large, x_large = at.index_select(0, large), xv.index_select(0, large)
+    th = table.reshape(-1).index_select(0, at_large)
+    lgamma_th = dispersion.lgamma_table.reshape(-1).index_select(0, at_large)
+    return terms.index_copy(0, large, _lgamma_terms(x_large, th, lgamma_th))
+
+
+def _lgamma_terms(counts: torch.Tensor, theta: torch.Tensor, lgamma_theta: torch.Tensor) -> torch.Tensor:
+    """``lgamma(counts + theta) - lgamma(theta) - lgamma(counts + 1)``, elementwise."""
+    return torch.lgamma(counts + theta) - lgamma_theta - _log_factorial(counts)
 
 
 def _log_factorial(counts: torch.Tensor) -> torch.Tensor:
