@@ -104,9 +104,10 @@ def _nonzero_terms(x: torch.Tensor, flat: np.ndarray, dispersion: "CellDispersio
     small = torch.log((table.unsqueeze(0) + steps) / (steps + 1)).cumsum(0).reshape(-1)
     # a count of k reads row k - 1; larger and non-integer counts are replaced below
     capped = xv.clamp(max=size)
-    level = capped.long().clamp(min=1)
-    terms = small.index_select(0, (level - 1) * table.numel() + at)
-    large = torch.nonzero((xv > size) | (capped != level)).squeeze(1)
+    level = capped.long()
+    integer = level.to(xv.dtype) == capped
+    terms = small.index_select(0, (level.clamp(min=1) - 1) * table.numel() + at)
+    large = torch.nonzero((xv > size) | ~integer).squeeze(1)
     if large.numel() == 0:
         return terms
     at_large, x_large = at.index_select(0, large), xv.index_select(0, large)

@@ -57,9 +57,9 @@ class FeatureDropout(nn.Module):
         seed = int(torch.randint(0, 2**62, (1,)))
         n = x.numel()
         draws = np.random.PCG64(seed).random_raw((n + 3) // 4).view(np.int16)[:n]
-        # the keep mask as a bool tensor (no copy); the scaling and masking run in torch
-        keep = torch.from_numpy(draws >= self._threshold).view(x.shape)
-        return torch.where(keep, x * float(self._scale), 0.0)
+        mask = (draws >= self._threshold).astype(np.float32)
+        mask *= self._scale
+        return x * torch.from_numpy(mask).view(x.shape).to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
