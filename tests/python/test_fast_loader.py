@@ -14,6 +14,7 @@ import scipy.sparse as sp
 import torch
 
 import regularizedvi as rv
+from regularizedvi.data import _keys as K
 from regularizedvi.data._fast_loader import FastDataModule
 from regularizedvi.data._loader_choice import in_memory_storage
 
@@ -51,6 +52,8 @@ def test_batches_equal_registered_rows(small):
     dm.setup()
     idx = np.array([699, 0, 5, 5, 321, 17, 2])
     batch = dm.gather(idx)
+    positions = batch.pop(K.stored_positions("X"))  # CPU: the stored values' flat positions
+    np.testing.assert_array_equal(positions.numpy(), np.flatnonzero(batch["X"].numpy()))
     assert set(batch) == set(manager.data_registry)
     for key, value in batch.items():
         assert value.dtype == torch.float32
@@ -79,6 +82,52 @@ def test_duplicates_and_dtypes_like_scipy():
     rows = _CSRRows(m)
     idx = torch.tensor([2, 1, 0, 0])
     np.testing.assert_array_equal(rows.dense(idx).numpy(), m.toarray()[[2, 1, 0, 0]].astype(np.float32))
+
+
+def test_stored_positions_include_stored_zeros_and_leave_the_likelihood_unchanged():
+    """The CPU loader passes the CSR's stored positions; an explicitly stored zero among them
+    adds exactly 0 to the likelihood (table and lgamma paths alike); a non-canonical CSR
+    (duplicates) passes none, so the likelihood finds the nonzeros itself."""
+    from regularizedvi.data._fast_loader import _CSRRows
+    from regularizedvi.module._observation import CellDispersion, negative_binomial_cell_sums
+
+    g = torch.Generator().manual_seed(0)
+    counts = torch.poisson(torch.full((40, 30), 1.5), generator=g) * (torch.rand(40, 30, generator=g) < 0.6)
+    m = sp.csr_matrix(counts.numpy())
+    m.data[::7] = 0.0  # stored zeros, still canonical (sorted, no duplicates)
+    assert m.has_canonical_format and (m.data == 0).sum() > 5
+    idx = torch.tensor([5, 0, 39, 12, 12, 7])
+    dense, positions = _CSRRows(m).dense_with_positions(idx)
+    np.testing.assert_array_equal(dense.numpy(), m.toarray()[idx.numpy()])
+    expected = np.flatnonzero(_stored_mask(m, idx.numpy()))
+    np.testing.assert_array_equal(positions.numpy(), expected)
+    assert (dense.reshape(-1)[positions] == 0).any()
+
+    log_theta = torch.randn(2, 30, generator=g) + 2
+    groups = torch.tensor([0, 1, 1, 0, 1, 0])
+    theta, lg = torch.exp(log_theta), torch.lgamma(torch.exp(log_theta))
+    d = CellDispersion(theta[groups], log_theta[groups], lg[groups], groups, theta, lg)
+    mu = torch.rand(6, 30, generator=g) * 3 + 0.1
+    for size in (4, 10**6):  # the count table used, or skipped
+        with pytest.MonkeyPatch.context() as mp:
+            from regularizedvi import _constants as C
+
+            mp.setattr(C, "NB_COUNT_TABLE_SIZE", size)
+            assert torch.equal(negative_binomial_cell_sums(dense, mu, d, positions=positions),
+                               negative_binomial_cell_sums(dense, mu, d))
+    # duplicates (non-canonical): no positions
+    dup = sp.csr_matrix((np.array([1.0, 2.0, 3.0]), np.array([0, 0, 2]), np.array([0, 3, 3])), shape=(2, 3))
+    dup.has_canonical_format = False
+    dense, positions = _CSRRows(dup).dense_with_positions(torch.tensor([1, 0]))
+    assert positions is None
+    np.testing.assert_array_equal(dense.numpy(), [[0, 0, 0], [3, 0, 3]])
+
+
+def _stored_mask(m, rows):
+    mask = np.zeros((len(rows), m.shape[1]), dtype=bool)
+    for i, r in enumerate(rows):
+        mask[i, m.indices[m.indptr[r]:m.indptr[r + 1]]] = True
+    return mask
 
 
 @pytest.mark.parametrize("kwargs", [{}, {"train_size": 0.8}, {"train_size": 0.7, "validation_size": 0.2},
@@ -181,7 +230,12 @@ def test_multimodal_fast_path():
     model = rv.RegularizedMultimodalVI(mdata, n_hidden=16, n_latent=3)
     dm = FastDataModule(model.adata_manager, batch_size=64)
     idx = np.array([3, 199, 0])
-    for key, value in dm.gather(idx).items():
+    batch = dm.gather(idx)
+    for name in ("rna", "atac"):  # each modality's stored positions, next to its counts
+        key = model.module.counts_key(name)
+        positions = batch.pop(K.stored_positions(key))
+        np.testing.assert_array_equal(positions.numpy(), np.flatnonzero(batch[key].numpy()))
+    for key, value in batch.items():
         np.testing.assert_array_equal(value.numpy(), _registry_rows(model.adata_manager, key, idx))
     model.train(max_epochs=2, data_loader="fast", **QUIET)
     assert model.data_loader_used == "fast"

@@ -32,7 +32,9 @@ import torch
 from anndata.abc import CSCDataset, CSRDataset
 
 from regularizedvi import _constants as C
-from regularizedvi.data._fast_loader import SplitDataModule, _registry_fields, in_memory_field, unsupported_reason
+from regularizedvi.data import _keys as K
+from regularizedvi.data._fast_loader import (SplitDataModule, _registry_fields, in_memory_field, stored_positions_of,
+                                             unsupported_reason)
 
 
 def is_backed_matrix(matrix) -> bool:
@@ -144,7 +146,8 @@ class BackedFields:
     counts) read with :func:`read_rows`, the others (covariate codes: small) held in memory.
 
     Batches are dicts with every registered key, float32 tensors shaped like the in-memory
-    path's and scvi-tools' minibatches.
+    path's and scvi-tools' minibatches; on the CPU, as in the in-memory path, also the
+    stored positions of each sparse on-disk field (``K.stored_positions(key)``).
     """
 
     def __init__(self, adata_manager, block_rows: int | None = None):
@@ -177,9 +180,14 @@ class BackedFields:
         self.load()
         idx = torch.from_numpy(np.asarray(cells, dtype=np.int64))
         out = {}
+        on_cpu = device is None or torch.device(device).type == "cpu"
         for key in keys or self.keys:
-            value = _dense_float32(disk_rows[key]) if key in disk_rows else self._memory[key].dense(idx)
+            rows = disk_rows.get(key)
+            value = _dense_float32(rows) if key in disk_rows else self._memory[key].dense(idx)
             out[key] = value if device is None else value.to(device)
+            positions = stored_positions_of(rows) if on_cpu and sp.issparse(rows) else None
+            if positions is not None:  # as the in-memory CPU path passes them
+                out[K.stored_positions(key)] = positions
         return out
 
     def gather(self, cells, device=None, keys=None) -> dict[str, torch.Tensor]:

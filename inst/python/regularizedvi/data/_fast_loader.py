@@ -30,6 +30,7 @@ from scvi import settings
 from scvi.dataloaders._data_splitting import validate_data_split
 
 from regularizedvi import _constants as C
+from regularizedvi.data._keys import stored_positions
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +94,15 @@ def shared_tensor(array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(array)
 
 
+def stored_positions_of(rows: sp.csr_matrix) -> torch.Tensor | None:
+    """Flat positions (row-major in ``rows.toarray()``) of the stored values of a CSR block,
+    as int64; ``None`` when it is not canonical (duplicates would repeat a position)."""
+    if not rows.has_canonical_format:
+        return None
+    starts = np.repeat(np.arange(rows.shape[0], dtype=np.int64) * rows.shape[1], np.diff(rows.indptr))
+    return torch.from_numpy(starts + rows.indices)
+
+
 class _CSRRows:
     """Row gather of a CSR matrix held as three tensors; ``dense(idx)`` densifies rows.
 
@@ -146,6 +156,16 @@ class _CSRRows:
         cols = self.indices[pos].long()
         out.index_put_((rows, cols), self.data[pos], accumulate=self.accumulate)
         return out
+
+
+    def dense_with_positions(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """CPU: rows ``idx`` dense, and the flat positions (row-major in the dense block) of
+        their stored values, read from the CSR structure (batch key ``stored_positions(key)``): the
+        CPU likelihood needs them and would otherwise scan the dense block for nonzeros.
+        ``None`` for a non-canonical CSR (duplicates would repeat a position). Explicitly
+        stored zeros may be among the positions."""
+        rows = self._scipy[idx.numpy()]
+        return torch.from_numpy(rows.toarray()), stored_positions_of(rows)
 
 
 class _DenseRows:
@@ -374,7 +394,17 @@ class FastDataModule(SplitDataModule):
             idx = torch.as_tensor(host_idx)
         idx = idx.to(self._fields_device)
         if self._fields_device == self._target_device:
-            return {key: field.dense(idx, host_idx) for key, field in self._fields.items()}
+            if self._target_device.type != "cpu":
+                return {key: field.dense(idx, host_idx) for key, field in self._fields.items()}
+            batch = {}
+            for key, field in self._fields.items():
+                if not isinstance(field, _CSRRows):
+                    batch[key] = field.dense(idx)
+                    continue
+                batch[key], positions = field.dense_with_positions(idx)
+                if positions is not None:
+                    batch[stored_positions(key)] = positions
+            return batch
         batch = {}
         for key, field in self._fields.items():  # host storage, a GPU: pinned buffer -> async copy
             dense = field.dense(idx, host_idx)

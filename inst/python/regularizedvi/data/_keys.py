@@ -10,6 +10,13 @@ ENCODER = "encoder_covs"
 CONTINUOUS = "continuous_covs"
 
 
+def stored_positions(key: str) -> str:
+    """The minibatch key of the flat positions of the stored values of counts field ``key``
+    in its dense block (passed by the CPU fast loader; the CPU likelihood then need not scan
+    the block for its nonzeros)."""
+    return f"{key}_stored_positions"
+
+
 def generative_covariates(tensors: dict) -> dict:
     """The covariates a decoder and observation model read from a minibatch."""
     return {

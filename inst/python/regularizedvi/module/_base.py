@@ -170,9 +170,11 @@ class ModalityVAE(BaseModuleClass):
 
     # ------------------------------------------------------------------ loss
     def _log_likelihood(self, tensors: dict, name: str, generative_outputs: dict) -> torch.Tensor:
-        x = self._to(tensors[self.counts_key(name)])
+        key = self.counts_key(name)
+        x = self._to(tensors[key])
         return self.observation_of(name).log_likelihood(x, generative_outputs["mu"][name],
-                                                        generative_outputs["dispersion"][name])
+                                                        generative_outputs["dispersion"][name],
+                                                        positions=tensors.get(K.stored_positions(key)))
 
     def loss(self, tensors, inference_outputs, generative_outputs, kl_weight: float = 1.0,
              n_obs: float = 1.0) -> LossOutput:

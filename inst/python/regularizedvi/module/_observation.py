@@ -50,28 +50,31 @@ def negative_binomial_log_prob(x: torch.Tensor, mu: torch.Tensor, theta: torch.T
 
 
 def negative_binomial_cell_sums(x: torch.Tensor, mu: torch.Tensor, dispersion: "CellDispersion",
-                                eps: float = 1e-8) -> torch.Tensor:
+                                eps: float = 1e-8, positions: torch.Tensor | None = None) -> torch.Tensor:
     """``negative_binomial_log_prob(...).sum(-1)``, with the lgamma terms on nonzeros only.
 
     ``log NB = theta (log theta - log(theta + mu)) + x (log mu - log(theta + mu))`` (cheap,
     every entry) ``+ [lgamma(x + theta) - lgamma(theta) - lgamma(x + 1)]`` (zero where
     ``x = 0``; evaluated at the stored counts, see :func:`_nonzero_terms`). ``x`` must be a
-    CPU tensor (its nonzeros are found by numpy). The nonzero terms are scattered into a
-    zero cell x feature block (``index_copy``: each position once, so no accumulation and
-    no serial kernel) and summed with the dense terms in one reduction.
+    CPU tensor. ``positions``: the flat positions of its stored values, each once (a
+    superset of the nonzeros: stored zeros add exactly 0), as the CPU fast loader passes
+    them from the CSR structure; when absent, numpy finds the nonzeros. The nonzero terms
+    are scattered into a zero cell x feature block (``index_copy``: each position once, so
+    no accumulation and no serial kernel) and summed with the dense terms in one reduction.
     """
     theta = dispersion.theta
     log_theta_mu = torch.log(theta + mu + eps)
     dense = theta * (dispersion.log_theta - log_theta_mu) + x * (torch.log(mu + eps) - log_theta_mu)
-    # numpy finds the nonzeros of a boolean array about 3x faster than those of the floats
-    flat = np.flatnonzero(x.detach().numpy() != 0)
-    terms = _nonzero_terms(x, flat, dispersion)
-    scattered = torch.zeros_like(dense).reshape(-1).index_copy(0, torch.from_numpy(flat), terms)
+    if positions is None:  # numpy finds the nonzeros of a boolean array ~3x faster than of floats
+        positions = torch.from_numpy(np.flatnonzero(x.detach().numpy() != 0))
+    terms = _nonzero_terms(x, positions, dispersion)
+    scattered = torch.zeros_like(dense).reshape(-1).index_copy(0, positions, terms)
     return (dense + scattered.view_as(dense)).sum(-1)
 
 
-def _nonzero_terms(x: torch.Tensor, flat: np.ndarray, dispersion: "CellDispersion") -> torch.Tensor:
-    """``lgamma(x + theta) - lgamma(theta) - lgamma(x + 1)`` at the flat positions ``flat``.
+def _nonzero_terms(x: torch.Tensor, flat: torch.Tensor, dispersion: "CellDispersion") -> torch.Tensor:
+    """``lgamma(x + theta) - lgamma(theta) - lgamma(x + 1)`` at the flat positions ``flat``
+    (int64; zero counts among them give exactly 0).
 
     Index_select, not advanced indexing, throughout: its backward is an ``index_add``,
     where indexing's is an accumulating ``index_put`` that runs serially and slower with
@@ -85,29 +88,29 @@ def _nonzero_terms(x: torch.Tensor, flat: np.ndarray, dispersion: "CellDispersio
     counts).
     """
     n_features = x.shape[-1]
-    flat_t = torch.from_numpy(flat)
-    xv = x.reshape(-1).index_select(0, flat_t)
+    xv = x.reshape(-1).index_select(0, flat)
     if dispersion.groups is None:
-        th = dispersion.theta.reshape(-1).index_select(0, flat_t)
-        lgamma_th = dispersion.lgamma_theta.reshape(-1).index_select(0, flat_t)
+        th = dispersion.theta.reshape(-1).index_select(0, flat)
+        lgamma_th = dispersion.lgamma_theta.reshape(-1).index_select(0, flat)
         return _lgamma_terms(xv, th, lgamma_th)
-    rows = flat // n_features
+    flat_np = flat.numpy()
+    rows = flat_np // n_features  # numpy: torch's int64 division is far slower on the CPU
     at = (dispersion.groups.index_select(0, torch.from_numpy(rows)) * n_features
-          + torch.from_numpy(flat - rows * n_features))
+          + torch.from_numpy(flat_np - rows * n_features))
     table = dispersion.theta_table
     size = C.NB_COUNT_TABLE_SIZE
-    if size * table.numel() > flat.size:  # the table would cost more than it saves
+    if size * table.numel() > flat.numel():  # the table would cost more than it saves
         th = table.reshape(-1).index_select(0, at)
         lgamma_th = dispersion.lgamma_table.reshape(-1).index_select(0, at)
         return _lgamma_terms(xv, th, lgamma_th)
     steps = torch.arange(size, dtype=table.dtype).view(size, 1, 1)
     small = torch.log((table.unsqueeze(0) + steps) / (steps + 1)).cumsum(0).reshape(-1)
     # a count of k reads row k - 1; larger and non-integer counts are replaced below
-    capped = xv.clamp(max=size)
+    capped = xv.clamp(min=1, max=size)
     level = capped.long()
-    integer = level.to(xv.dtype) == capped
-    terms = small.index_select(0, (level.clamp(min=1) - 1) * table.numel() + at)
-    large = torch.nonzero((xv > size) | ~integer).squeeze(1)
+    terms = small.index_select(0, (level - 1) * table.numel() + at)
+    # the others: counts above the table, non-integer counts, stored zeros
+    large = torch.nonzero((level.to(xv.dtype) != xv) | (xv > size)).squeeze(1)
     if large.numel() == 0:
         return terms
     at_large, x_large = at.index_select(0, large), xv.index_select(0, large)
@@ -367,19 +370,21 @@ class CountObservationModel(nn.Module):
         """Per-cell inverse dispersion ``(n, F)``."""
         return self.dispersion(dispersion_codes, sample).theta
 
-    def log_likelihood(self, x, mu, theta: torch.Tensor | CellDispersion) -> torch.Tensor:
+    def log_likelihood(self, x, mu, theta: torch.Tensor | CellDispersion,
+                       positions: torch.Tensor | None = None) -> torch.Tensor:
         """Per-cell log-likelihood (summed over features).
 
-        On the CPU the terms that vanish at ``x = 0`` (``lgamma(x + theta) - lgamma(theta)
-        - lgamma(x + 1) + x log(mu / (theta + mu))``) are evaluated on the nonzero counts
-        only (:func:`negative_binomial_cell_sums`): the same sum, with lgamma and its
-        backward on the stored values instead of every cell x feature. On a GPU the dense
-        form is used (finding the nonzeros would read their number back to the host).
+        On the CPU the lgamma terms, which vanish at ``x = 0`` (``lgamma(x + theta) -
+        lgamma(theta) - lgamma(x + 1)``), are evaluated on the nonzero counts only
+        (:func:`negative_binomial_cell_sums`; ``positions``: the stored positions the CPU
+        fast loader passes): the same sum, with lgamma and its backward on the stored values
+        instead of every cell x feature. On a GPU the dense form is used (finding the
+        nonzeros would read their number back to the host).
         """
         if not isinstance(theta, CellDispersion):
             theta = CellDispersion(theta, torch.log(theta + 1e-8), torch.lgamma(theta))
         if x.device.type == "cpu":
-            return negative_binomial_cell_sums(x, mu, theta)
+            return negative_binomial_cell_sums(x, mu, theta, positions=positions)
         return negative_binomial_log_prob(x, mu, theta.theta, log_theta=theta.log_theta,
                                           lgamma_theta=theta.lgamma_theta).sum(-1)
 
