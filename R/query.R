@@ -43,7 +43,7 @@
 #'   0.204 on cellbench (scVI 0.208) and from 0.616 to 0.619 on SNARE (scVI
 #'   0.646); label accuracy did not change. `FALSE` maps as before. A
 #'   multimodal reference has no input correction: it maps with `NULL` or
-#'   `FALSE`, and `TRUE` is an error.
+#'   `FALSE`, and `TRUE` is an error, raised before the query is converted.
 #' @param reduction.name,reduction.key,name Where the query latent goes.
 #' @param transfer Optional: a label column of `reference.object` (e.g.
 #'   `"cell_type"`) to transfer to the query cells.
@@ -92,7 +92,8 @@ MapRegularizedVIQuery <- function(query, reference, max.epochs = NULL, freeze = 
   training <- .check_run(query, "MapRegularizedVIQuery", "mapRegularizedVIQuery", contamination.column)
   options <- .check_transfer(transfer, reference.object, "Seurat", transfer.options, transfer.prefix)
   description <- .reference_description(reference)
-  model <- .query_model(query, reference, description, freeze, seed, input.correction,
+  cls <- .query_class(description, reference, input.correction)
+  model <- .query_model(query, reference, description, cls, freeze, seed, input.correction,
                         assay = assay, layer = layer)
   .train_run(model, training, .train_query)
   reduction_assay <- if (inherits(model, "regularizedviMultimodalModel")) model$mod_keys[[1]] else assay
@@ -120,7 +121,8 @@ mapRegularizedVIQuery <- function(query, reference, max.epochs = NULL, freeze = 
   options <- .check_transfer(transfer, reference.object, "SingleCellExperiment", transfer.options,
                              transfer.prefix)
   description <- .reference_description(reference)
-  model <- .query_model(query, reference, description, freeze, seed, input.correction,
+  cls <- .query_class(description, reference, input.correction)
+  model <- .query_model(query, reference, description, cls, freeze, seed, input.correction,
                         assay.type = assay.type, main.name = main.name)
   .train_run(model, training, .train_query)
   query <- .attach_sce_reduction(query, model, name)
@@ -148,13 +150,27 @@ mapRegularizedVIQuery <- function(query, reference, max.epochs = NULL, freeze = 
   .read_model_json(reference)
 }
 
-.query_model <- function(query, reference, description, freeze, seed, input.correction = NULL,
+# The reference's Python class, once `input.correction` is known to apply to it: checked here,
+# before the query is converted, with the R argument's name. Which classes have the input
+# correction is the Python class's own flag (`_query_input_correction`, the one that
+# load_query_data() and the saved query-mapping state follow).
+.query_class <- function(description, reference, input.correction) {
+  cls <- reticulate::py_get_attr(.py_module("regularizedvi"), description$class)
+  if (isTRUE(input.correction) &&
+      !isTRUE(reticulate::py_to_r(reticulate::py_get_attr(cls, "_query_input_correction")))) {
+    stop("input.correction = TRUE does not apply to the ", description$class, " reference in '",
+         reference, "': it maps a query without the input correction, which only a ",
+         "single-modality reference has. Leave input.correction = NULL (the default) or pass ",
+         "input.correction = FALSE.", call. = FALSE)
+  }
+  cls
+}
+
+.query_model <- function(query, reference, description, cls, freeze, seed, input.correction = NULL,
                          assay = NULL, layer = "counts", assay.type = "counts", main.name = NULL) {
   data <- .data_for_saved(query, description, assay = assay, layer = layer, assay.type = assay.type,
                           main.name = main.name)
-  rv <- .py_module("regularizedvi")
   .set_seed(.check_args(seed = seed)$seed)
-  cls <- reticulate::py_get_attr(rv, description$class)
   py <- .py_call(cls$load_query_data(data, path.expand(reference), freeze = freeze,
                                      input_correction = input.correction),
                  "Mapping the query onto the reference failed")

@@ -154,15 +154,31 @@ test_that("a query of a multimodal reference maps, with label transfer in query 
     model$py$transfer_labels(ref_data, "letter.idents")))
   expect_identical(labels$predicted_letter.idents_confidence, direct[colnames(query), "confidence"])
   # the multimodal model has no input correction: the default maps (above), TRUE is refused
-  # with Python's message and no traceback
-  err <- tryCatch(MapRegularizedVIQuery(query, dir, input.correction = TRUE, progress = FALSE,
-                                        accelerator = "cpu"), error = identity)
-  expect_s3_class(err, "error")
-  expect_match(conditionMessage(err),
-               paste0("^Mapping the query onto the reference failed: ValueError: input_correction=True ",
-                      "does not apply to RegularizedMultimodalVI: the multimodal model maps a query ",
-                      "without the input correction"))
-  expect_false(grepl("Traceback|File \"|py_last_error", conditionMessage(err)))
+  # in R, with the R argument's name, before the query is converted (a traced .data_for_saved
+  # counts the conversions), by both wrappers, and with no traceback
+  conversions <- new.env()
+  conversions$n <- 0L
+  suppressMessages(trace(".data_for_saved", where = asNamespace("regularizedvi"), print = FALSE,
+                         tracer = bquote(assign("n", get("n", .(conversions)) + 1L, .(conversions)))))
+  on.exit(suppressMessages(untrace(".data_for_saved", where = asNamespace("regularizedvi"))),
+          add = TRUE)
+  refused <- paste0("^input\\.correction = TRUE does not apply to the RegularizedMultimodalVI ",
+                    "reference in '.*': it maps a query without the input correction, which only a ",
+                    "single-modality reference has\\. Leave input\\.correction = NULL \\(the ",
+                    "default\\) or pass input\\.correction = FALSE\\.$")
+  for (map in list(function() MapRegularizedVIQuery(query, dir, input.correction = TRUE,
+                                                    progress = FALSE, accelerator = "cpu"),
+                   function() mapRegularizedVIQuery(synthetic_sce(), dir, input.correction = TRUE,
+                                                    progress = FALSE, accelerator = "cpu"))) {
+    err <- tryCatch(map(), error = identity)
+    expect_s3_class(err, "error")
+    expect_match(conditionMessage(err), refused)
+    expect_false(grepl("input_correction|Traceback|File \"|py_last_error", conditionMessage(err)))
+  }
+  expect_identical(conversions$n, 0L)
+  # and the trace does count a conversion
+  regularizedvi:::.data_for_saved(query, regularizedvi:::.read_model_json(dir))
+  expect_identical(conversions$n, 1L)
 })
 
 test_that("plotModalityAttribution reuses the attribution kept with the model", {
