@@ -85,38 +85,37 @@ def _nonzero_terms(x: torch.Tensor, flat: torch.Tensor, dispersion: "CellDispers
     same value as the lgamma difference for an integer ``k`` (to rounding), so that lgamma
     and its backward (digamma) run on the other counts only. The table is skipped when it
     has more entries than there are nonzeros (many features and dispersion groups, few
-    counts).
+    counts; always for per-cell values without the group tables).
     """
     n_features = x.shape[-1]
     xv = x.reshape(-1).index_select(0, flat)
-    if dispersion.groups is None:
-        th = dispersion.theta.reshape(-1).index_select(0, flat)
-        lgamma_th = dispersion.lgamma_theta.reshape(-1).index_select(0, flat)
-        return _lgamma_terms(xv, th, lgamma_th)
-    flat_np = flat.numpy()
-    rows = flat_np // n_features  # numpy: torch's int64 division is far slower on the CPU
-    at = (dispersion.groups.index_select(0, torch.from_numpy(rows)) * n_features
-          + torch.from_numpy(flat_np - rows * n_features))
-    table = dispersion.theta_table
+    if dispersion.groups is None:  # per-cell values: read at the positions themselves
+        thetas, lgammas, at = dispersion.theta, dispersion.lgamma_theta, flat
+    else:
+        thetas, lgammas = dispersion.theta_table, dispersion.lgamma_table
+        flat_np = flat.numpy()
+        rows = flat_np // n_features  # numpy: torch's int64 division is far slower on the CPU
+        at = (dispersion.groups.index_select(0, torch.from_numpy(rows)) * n_features
+              + torch.from_numpy(flat_np - rows * n_features))
+    thetas_flat, lgammas_flat = thetas.reshape(-1), lgammas.reshape(-1)
+
+    def lgamma_terms_at(counts, where):
+        return _lgamma_terms(counts, thetas_flat.index_select(0, where), lgammas_flat.index_select(0, where))
+
     size = C.NB_COUNT_TABLE_SIZE
-    if size * table.numel() > flat.numel():  # the table would cost more than it saves
-        th = table.reshape(-1).index_select(0, at)
-        lgamma_th = dispersion.lgamma_table.reshape(-1).index_select(0, at)
-        return _lgamma_terms(xv, th, lgamma_th)
-    steps = torch.arange(size, dtype=table.dtype).view(size, 1, 1)
-    small = torch.log((table.unsqueeze(0) + steps) / (steps + 1)).cumsum(0).reshape(-1)
+    if size * thetas.numel() > flat.numel():  # the table would cost more than it saves
+        return lgamma_terms_at(xv, at)
+    steps = torch.arange(size, dtype=thetas.dtype).view(size, 1, 1)
+    small = torch.log((thetas.unsqueeze(0) + steps) / (steps + 1)).cumsum(0).reshape(-1)
     # a count of k reads row k - 1; larger and non-integer counts are replaced below
     capped = xv.clamp(min=1, max=size)
     level = capped.long()
-    terms = small.index_select(0, (level - 1) * table.numel() + at)
+    terms = small.index_select(0, (level - 1) * thetas.numel() + at)
     # the others: counts above the table, non-integer counts, stored zeros
     large = torch.nonzero((level.to(xv.dtype) != xv) | (xv > size)).squeeze(1)
     if large.numel() == 0:
         return terms
-    at_large, x_large = at.index_select(0, large), xv.index_select(0, large)
-    th = table.reshape(-1).index_select(0, at_large)
-    lgamma_th = dispersion.lgamma_table.reshape(-1).index_select(0, at_large)
-    return terms.index_copy(0, large, _lgamma_terms(x_large, th, lgamma_th))
+    return terms.index_copy(0, large, lgamma_terms_at(xv.index_select(0, large), at.index_select(0, large)))
 
 
 def _lgamma_terms(counts: torch.Tensor, theta: torch.Tensor, lgamma_theta: torch.Tensor) -> torch.Tensor:
