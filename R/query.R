@@ -152,12 +152,12 @@ mapRegularizedVIQuery <- function(query, reference, max.epochs = NULL, freeze = 
 
 # The reference's Python class, once `input.correction` is known to apply to it: checked here,
 # before the query is converted, with the R argument's name. Which classes have the input
-# correction is the Python class's own flag (`_query_input_correction`, the one that
+# correction is the Python class's own flag (`supports_query_input_correction`, the one that
 # load_query_data() and the saved query-mapping state follow).
 .query_class <- function(description, reference, input.correction) {
   cls <- reticulate::py_get_attr(.py_module("regularizedvi"), description$class)
   if (isTRUE(input.correction) &&
-      !isTRUE(reticulate::py_to_r(reticulate::py_get_attr(cls, "_query_input_correction")))) {
+      !isTRUE(reticulate::py_to_r(reticulate::py_get_attr(cls, "supports_query_input_correction")))) {
     stop("input.correction = TRUE does not apply to the ", description$class, " reference in '",
          reference, "': it maps a query without the input correction, which only a ",
          "single-modality reference has. Leave input.correction = NULL (the default) or pass ",

@@ -223,7 +223,7 @@ def test_saved_query_model_keeps_its_input_correction(shifted_mapping, tmp_path)
 
 
 def test_query_mapping_state_follows_the_class_flag_alone(simulated, tmp_path, monkeypatch):
-    """``_query_input_correction`` is the one switch for query-mapping state: saving writes it,
+    """``supports_query_input_correction`` is the one switch for query-mapping state: saving writes it,
     loading applies it, and a class without the flag neither writes nor reads it, whatever its
     module has."""
     import json
@@ -236,7 +236,7 @@ def test_query_mapping_state_follows_the_class_flag_alone(simulated, tmp_path, m
     model.save(tmp_path / "flag")
     assert json.loads((tmp_path / "flag" / "model.json").read_text())["query_mapping"] == state
     assert rv.AmbientRegularizedSCVI.load(tmp_path / "flag", adata=adata).module.query_mapping() == state
-    monkeypatch.setattr(rv.AmbientRegularizedSCVI, "_query_input_correction", False)
+    monkeypatch.setattr(rv.AmbientRegularizedSCVI, "supports_query_input_correction", False)
     model.save(tmp_path / "no_flag")
     assert "query_mapping" not in json.loads((tmp_path / "no_flag" / "model.json").read_text())
     assert rv.AmbientRegularizedSCVI.load(tmp_path / "flag", adata=adata).module.query_mapping() is None

@@ -89,7 +89,7 @@ class AmbientRegularizedSCVI(RegularizedModelBase):
     """
 
     _module_cls = RegularizedVAE
-    _query_input_correction = True  # keeps query-mapping state: see SafeSaveLoadMixin
+    supports_query_input_correction = True  # keeps query-mapping state: see SafeSaveLoadMixin
 
     def __init__(
         self,

@@ -43,9 +43,9 @@ QUERY_MAPPING_FIELD = "query_mapping"
 
 
 def _query_mapping(model) -> dict | None:
-    """A model's query-mapping state, or None: only a class whose ``_query_input_correction``
+    """A model's query-mapping state, or None: only a class whose ``supports_query_input_correction``
     is set keeps one (its module's ``query_mapping()``)."""
-    return model.module.query_mapping() if getattr(type(model), "_query_input_correction", False) else None
+    return model.module.query_mapping() if getattr(type(model), "supports_query_input_correction", False) else None
 
 
 def _module_format(module) -> int:
@@ -149,7 +149,7 @@ class SafeSaveLoadMixin:
     # Whether the model keeps query-mapping state: load_query_data's input correction applies,
     # its module has query_mapping() / set_query_mapping(), and model.json may hold
     # QUERY_MAPPING_FIELD (the single-modality model). The one switch for all of these.
-    _query_input_correction = False
+    supports_query_input_correction = False
 
     def save(self, dir_path: str | os.PathLike, overwrite: bool = False, save_anndata: bool = False) -> None:
         """Write the model to ``dir_path`` (``model.json`` + ``weights.pt``; optional AnnData).
@@ -283,7 +283,7 @@ class SafeSaveLoadMixin:
                 f"The weights in '{path / WEIGHTS_FILE}' do not fit the model described by its "
                 f"{MODEL_FILE} ({str(err).splitlines()[0][:200]}): the folder is damaged or mixes two models."
             ) from None
-        if cls._query_input_correction:
+        if cls.supports_query_input_correction:
             model.module.set_query_mapping(description.get(QUERY_MAPPING_FIELD))
         model.module.eval()
         model.is_trained_ = description["is_trained"]
@@ -330,8 +330,8 @@ class SafeSaveLoadMixin:
         if input_correction is not None and not isinstance(input_correction, bool):
             raise TypeError(f"input_correction must be True or False, got {input_correction!r}.")
         if input_correction is None:
-            input_correction = C.QUERY_INPUT_CORRECTION and cls._query_input_correction
-        elif input_correction and not cls._query_input_correction:
+            input_correction = C.QUERY_INPUT_CORRECTION and cls.supports_query_input_correction
+        elif input_correction and not cls.supports_query_input_correction:
             raise ValueError(
                 f"input_correction=True does not apply to {cls.__name__}: the multimodal model maps a "
                 "query without the input correction (only the single-modality AmbientRegularizedSCVI "
@@ -353,7 +353,7 @@ class SafeSaveLoadMixin:
         cls._check_features(cls._feature_names(adata), description["var_names"], "The query")
         model = cls._rebuild_saved(description, adata, extend_categories=True)
         copy_reference_weights(model, description["registry"], state, freeze=freeze)
-        if cls._query_input_correction:
+        if cls.supports_query_input_correction:
             carry_query_mapping(model, description["registry"], description.get(QUERY_MAPPING_FIELD),
                                 correct=input_correction and freeze)
         model._frozen_reference = freeze
