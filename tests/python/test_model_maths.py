@@ -99,7 +99,7 @@ def test_sparse_likelihood_sum_equals_dense_sum_and_gradients(monkeypatch, table
     log_theta = (torch.randn(2, f, generator=g, dtype=torch.float64) + 2).requires_grad_()
     groups = torch.randint(0, 2, (n,), generator=g)
     x = torch.poisson(mu.detach(), generator=g) * (torch.rand(n, f, generator=g) < 0.3)
-    x[0] = 0.0  # a cell whose every count is zero still gets its dense terms
+    x[0] = x[-1] = 0.0  # cells whose every count is zero (first, last) still get their dense terms
     x[1, :3] = torch.tensor([40.0, 300.0, 5.0])  # above the table
     assert (x > 4).sum() > 50 and ((x >= 1) & (x <= 4)).sum() > 1000
     if halves:
@@ -120,6 +120,32 @@ def test_sparse_likelihood_sum_equals_dense_sum_and_gradients(monkeypatch, table
         torch.testing.assert_close(sparse, dense, rtol=1e-10, atol=1e-8)
         for a, b in zip(g_sparse, g_dense):
             torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-8)
+
+
+def test_sparse_likelihood_refuses_unordered_positions():
+    from regularizedvi.module._observation import CellDispersion, negative_binomial_cell_sums
+
+    x = torch.tensor([[0.0, 2.0, 1.0], [3.0, 0.0, 0.0]])
+    theta = torch.ones(2, 3)
+    d = CellDispersion(theta, torch.zeros(2, 3), torch.zeros(2, 3))
+    ordered = negative_binomial_cell_sums(x, torch.ones(2, 3), d, positions=torch.tensor([1, 2, 3]))
+    torch.testing.assert_close(ordered, negative_binomial_cell_sums(x, torch.ones(2, 3), d))
+    with pytest.raises(ValueError, match="positions must be in ascending order"):
+        negative_binomial_cell_sums(x, torch.ones(2, 3), d, positions=torch.tensor([3, 1, 2]))
+
+
+def test_dense_terms_backward_is_the_derivative():
+    """The hand-written backward of the dense likelihood terms against finite differences
+    (theta and log theta as independent inputs, so each gradient is checked on its own)."""
+    from regularizedvi.module._observation import _DenseTerms
+
+    g = torch.Generator().manual_seed(1)
+    mu = (torch.rand(6, 5, generator=g, dtype=torch.float64) * 4 + 0.05).requires_grad_()
+    theta = (torch.rand(6, 5, generator=g, dtype=torch.float64) * 3 + 0.2).requires_grad_()
+    log_theta = torch.log(theta.detach()).requires_grad_()
+    x = torch.poisson(mu.detach(), generator=g)
+    assert torch.autograd.gradcheck(lambda m, t, lt: _DenseTerms.apply(x, m, t, lt, 1e-8),
+                                    (mu, theta, log_theta))
 
 
 def test_feature_dropout_rate_scaling_and_repeatability():
