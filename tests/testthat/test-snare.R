@@ -48,7 +48,8 @@ test_that("SNARE-seq RNA + ATAC trains from R: joint latent at the RNA-only leve
   z_joint <- SeuratObject::Embeddings(joint, "regularizedmultivi")
   z_rna <- SeuratObject::Embeddings(rna, "regularizedvi")
   expect_identical(rownames(z_joint), colnames(obj))
-  expect_identical(dim(z_joint), c(ncol(obj), 20L))  # 10 RNA + 10 ATAC dimensions
+  n_cells <- length(colnames(obj))  # ncol() of a Seurat 5 object is a double
+  expect_identical(dim(z_joint), c(n_cells, 20L))  # 10 RNA + 10 ATAC dimensions
   labels <- obj$cell_type
   p_joint <- purity(z_joint, labels)
   p_rna <- purity(z_rna, labels)
@@ -63,7 +64,7 @@ test_that("SNARE-seq RNA + ATAC trains from R: joint latent at the RNA-only leve
 
   model <- getRegularizedVIModel(joint, "regularizedmultivi")
   access <- getNormalizedExpression(model, modality = "ATAC", features = rownames(obj[["ATAC"]])[1:5])
-  expect_identical(dim(access), c(5L, ncol(obj)))
+  expect_identical(dim(access), c(5L, n_cells))
   expect_true(all(is.finite(access)) && all(access > 0))
   # RNA primary: its decoder reads the RNA slice only, exactly
   attribution <- getModalityAttribution(joint)
