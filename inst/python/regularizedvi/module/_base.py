@@ -24,6 +24,7 @@ from torch.distributions import Normal, kl_divergence
 
 from regularizedvi import _constants as C
 from regularizedvi.data import _keys as K
+from regularizedvi.module import _streams
 from regularizedvi.nn import one_hot_concat
 
 
@@ -77,6 +78,39 @@ class ModalityVAE(BaseModuleClass):
         """``base`` for a one-modality module, ``base_<modality>`` otherwise."""
         return base if len(self.modality_names) == 1 else f"{base}_{name}"
 
+    # ------------------------------------------------------------------ random streams
+    def _init_streams(self, slots: list[str]) -> None:
+        """Seed the modalities' random streams (:mod:`regularizedvi.module._streams`) from one
+        draw of torch's global generator; ``slots[i]`` is the modality in slot ``i``. Call
+        before building any part."""
+        self._stream_base = _streams.module_seed()
+        self._stream_slots = {m: i for i, m in enumerate(slots)}
+        self._slot0 = slots[0]
+        self.random_streams = {m: _streams.RandomStream(_streams.stream_seed(self._stream_base, i, _streams.TRAINING))
+                               for m, i in self._stream_slots.items()}
+
+    def _seeded_init(self, name: str | None):
+        """Context in which modality ``name``'s parts are built (None: shared parts)."""
+        slot = _streams.SHARED_SLOT if name is None else self._stream_slots[name]
+        return _streams.seeded_init(_streams.stream_seed(self._stream_base, slot, _streams.INIT))
+
+    def _bind_streams(self, parts: dict) -> None:
+        """``parts``: modality -> the modules that draw from its stream in training."""
+        for m, modules in parts.items():
+            for part in modules:
+                if part is not None:
+                    _streams.bind(part, self.random_streams[m])
+
+    def _stream(self, name: str):
+        """Modality ``name``'s random stream in training; None (torch's global generator) in
+        evaluation mode."""
+        return self.random_streams[name] if self.training else None
+
+    def _latent_noise(self, qz: Normal) -> torch.Tensor:
+        """The standard normal ``eps`` of ``z = loc + eps * scale``: from the slot-0
+        modality's stream (a subclass with latent slices draws each from its modality's)."""
+        return _streams.normal_like(qz.loc, self._stream(self._slot0))
+
     # ------------------------------------------------------------------ helpers
     @property
     def _device(self) -> torch.device:
@@ -111,8 +145,8 @@ class ModalityVAE(BaseModuleClass):
         qz, qz_per_modality = self.latent_posterior(encoder_logs, masks, encoder_covs, continuous_covs)
         ql = {m: self.library_encoder_of(m)(x_logs[m], torch.log(total_counts[m].unsqueeze(-1).clamp_min(1.0)))
               for m in self.modality_names}
-        z = qz.rsample()
-        log_library = {m: ql[m].rsample() for m in self.modality_names}
+        z = qz.loc + self._latent_noise(qz) * qz.scale
+        log_library = {m: _streams.rsample(ql[m], self._stream(m)) for m in self.modality_names}
         log_ambient_scale = {m: net(x_logs[m]) for m in self.modality_names
                              if (net := self.ambient_scale_encoder_of(m)) is not None}
         return {"z": z, "qz": qz, "qz_per_modality": qz_per_modality, "ql": ql,

@@ -21,6 +21,7 @@ from torch.distributions import Normal
 
 from regularizedvi import _constants as C
 from regularizedvi.data import _keys as K
+from regularizedvi.module import _streams
 from regularizedvi.module._base import ModalityVAE
 from regularizedvi.module._observation import CountObservationModel
 from regularizedvi.nn import AmbientScaleEncoder, GaussianEncoder, LibraryEncoder, SoftplusDecoder
@@ -171,12 +172,19 @@ class RegularizedMultimodalVAE(ModalityVAE):
         decoder_width = {m: (self.n_latent_per_modality[m] if m == primary_modality else self.n_latent)
                          for m in names}
 
+        # Random streams: the primary modality (else the first) in slot 0, as the single
+        # module's modality, so that from the same seed its parts start from the same weights
+        # and see the same training draws (module._streams).
+        lead = primary_modality or names[0]
+        self._init_streams([lead] + [m for m in names if m != lead])
         n_enc_cov = sum(self.n_encoder_cats_per_key)
         if latent_mode == "single_encoder":
-            self.joint_encoder = GaussianEncoder(
-                sum(n_input[m] for m in names) + n_continuous, self.n_latent, n_enc_cov,
-                n_layers, max(n_hidden[m] for m in names), dropout_rate,
-            )
+            with self._seeded_init(None):
+                self.joint_encoder = GaussianEncoder(
+                    sum(n_input[m] for m in names) + n_continuous, self.n_latent, n_enc_cov,
+                    n_layers, max(n_hidden[m] for m in names), dropout_rate,
+                )
+            self._bind_streams({lead: [self.joint_encoder]})
         self.encoders = nn.ModuleDict()
         if latent_mode == "weighted_mean":
             self.modality_weight_logits = nn.Parameter(torch.zeros(len(names)))
@@ -184,26 +192,30 @@ class RegularizedMultimodalVAE(ModalityVAE):
         self.decoders = nn.ModuleDict()
         self.observations = nn.ModuleDict()
         self.ambient_scale_encoders = nn.ModuleDict()
-        # Built modality by modality, each in the single-modality module's order (encoder,
-        # library encoder, decoder, observation model, ambient-scale encoder): from the same
-        # seed, the first modality's parts start from the weights that RegularizedVAE draws
-        # for that modality alone (tests/python/test_rna_path_parity.py).
+        # Built modality by modality, each from its own seed and in the single-modality
+        # module's order (encoder, library encoder, decoder, observation model, ambient-scale
+        # encoder): from the same seed, the slot-0 modality's parts start from the weights
+        # that RegularizedVAE draws for it alone (tests/python/test_rna_path_parity.py).
         for m in names:
-            if latent_mode != "single_encoder":
-                size = self.n_latent if latent_mode == "weighted_mean" else self.n_latent_per_modality[m]
-                self.encoders[m] = GaussianEncoder(n_input[m] + n_continuous, size, n_enc_cov, n_layers,
-                                                   n_hidden[m], dropout_rate)
-            self.library_encoders[m] = LibraryEncoder(n_input[m], dropout_rate=dropout_rate)
-            self.decoders[m] = SoftplusDecoder(decoder_width[m] + n_continuous, n_input[m],
-                                               sum(self.n_nn_cats_per_key), n_layers, n_hidden[m])
-            self.observations[m] = CountObservationModel(
-                n_input[m], n_ambient_cats_per_key[m], n_scaling_cats_per_key[m], n_dispersion_groups,
-                library_log_means[m], library_log_vars[m], regularise_background,
-                ambient_background=(ambient_background[m] if isinstance(ambient_background, dict)
-                                    else ambient_background),
-            )
-            if ambient_cell_scale and self.observations[m].use_background:
-                self.ambient_scale_encoders[m] = AmbientScaleEncoder(n_input[m])
+            with self._seeded_init(m):
+                if latent_mode != "single_encoder":
+                    size = self.n_latent if latent_mode == "weighted_mean" else self.n_latent_per_modality[m]
+                    self.encoders[m] = GaussianEncoder(n_input[m] + n_continuous, size, n_enc_cov, n_layers,
+                                                       n_hidden[m], dropout_rate)
+                self.library_encoders[m] = LibraryEncoder(n_input[m], dropout_rate=dropout_rate)
+                self.decoders[m] = SoftplusDecoder(decoder_width[m] + n_continuous, n_input[m],
+                                                   sum(self.n_nn_cats_per_key), n_layers, n_hidden[m])
+                self.observations[m] = CountObservationModel(
+                    n_input[m], n_ambient_cats_per_key[m], n_scaling_cats_per_key[m], n_dispersion_groups,
+                    library_log_means[m], library_log_vars[m], regularise_background,
+                    ambient_background=(ambient_background[m] if isinstance(ambient_background, dict)
+                                        else ambient_background),
+                )
+                if ambient_cell_scale and self.observations[m].use_background:
+                    self.ambient_scale_encoders[m] = AmbientScaleEncoder(n_input[m])
+            self._bind_streams({m: [self.encoders[m] if m in self.encoders else None, self.library_encoders[m],
+                                    self.decoders[m], self.observations[m],
+                                    self.ambient_scale_encoder_of(m)]})
         if mean_profiles is not None:
             for m in names:
                 background_total = C.BACKGROUND_INIT_FRACTION if self.observations[m].use_background else 0.0
@@ -239,6 +251,14 @@ class RegularizedMultimodalVAE(ModalityVAE):
             elif self.detach_primary and self.training:  # reads it, does not shape it
                 z = torch.cat([z[..., :a], z[..., a:b].detach(), z[..., b:]], -1)
         return super()._decode_rho(name, z, nn_onehot, continuous_covs)
+
+    def _latent_noise(self, qz: Normal) -> torch.Tensor:
+        """Concatenation mode: each modality's latent slice draws its noise from that
+        modality's stream; the other modes from the slot-0 modality's."""
+        if self.latent_mode != "concatenation":
+            return super()._latent_noise(qz)
+        slices = self.latent_slices.items()
+        return torch.cat([_streams.normal_like(qz.loc[..., a:b], self._stream(m)) for m, (a, b) in slices], -1)
 
     def _latent_kl(self, kl_z_dims: torch.Tensor, z_terms: dict) -> torch.Tensor:
         """With a primary modality: the KL of its latent slice plus ``secondary_kl_weight``

@@ -53,21 +53,26 @@ class RegularizedVAE(ModalityVAE):
         self.n_encoder_cats_per_key = list(n_encoder_cats_per_key)
         self.n_nn_cats_per_key = list(n_nn_cats_per_key)
         self.pinned_decoder_columns: list[int] = []  # query mapping: see pin_decoder_columns
-        self.encoder = GaussianEncoder(
-            n_input + n_continuous, n_latent, sum(self.n_encoder_cats_per_key),
-            n_layers, n_hidden, dropout_rate,
-        )
-        self.library_encoder = LibraryEncoder(n_input, dropout_rate=dropout_rate)
-        self.decoder = SoftplusDecoder(
-            n_latent + n_continuous, n_input, sum(self.n_nn_cats_per_key), n_layers, n_hidden
-        )
-        self.observation = CountObservationModel(
-            n_input, n_ambient_cats_per_key, n_scaling_cats_per_key, n_dispersion_groups,
-            library_log_means, library_log_vars, regularise_background,
-            ambient_background=ambient_background,
-        )
-        use_scale = ambient_cell_scale and self.observation.use_background
-        self.ambient_scale_encoder = AmbientScaleEncoder(n_input) if use_scale else None
+        # Slot 0 of the random streams, as the multimodal module's primary modality.
+        self._init_streams([SINGLE_MODALITY])
+        with self._seeded_init(SINGLE_MODALITY):
+            self.encoder = GaussianEncoder(
+                n_input + n_continuous, n_latent, sum(self.n_encoder_cats_per_key),
+                n_layers, n_hidden, dropout_rate,
+            )
+            self.library_encoder = LibraryEncoder(n_input, dropout_rate=dropout_rate)
+            self.decoder = SoftplusDecoder(
+                n_latent + n_continuous, n_input, sum(self.n_nn_cats_per_key), n_layers, n_hidden
+            )
+            self.observation = CountObservationModel(
+                n_input, n_ambient_cats_per_key, n_scaling_cats_per_key, n_dispersion_groups,
+                library_log_means, library_log_vars, regularise_background,
+                ambient_background=ambient_background,
+            )
+            use_scale = ambient_cell_scale and self.observation.use_background
+            self.ambient_scale_encoder = AmbientScaleEncoder(n_input) if use_scale else None
+        self._bind_streams({SINGLE_MODALITY: [self.encoder, self.library_encoder, self.decoder, self.observation,
+                                              self.ambient_scale_encoder]})
         if mean_profile is not None:
             background_total = C.BACKGROUND_INIT_FRACTION if self.observation.use_background else 0.0
             self.decoder.init_output(mean_profile * (1 - background_total))

@@ -33,8 +33,9 @@ class FeatureDropout(nn.Module):
     On the CPU torch draws each Bernoulli from its Mersenne Twister, one at a time (~10 ns
     per value: 2-4 ms per 128 x 2000 input). Here each value's keep decision is one 16-bit
     integer of numpy's PCG64 raw output (four per 64-bit draw, ~0.2 ms per 128 x 2000),
-    seeded by one draw from torch's generator (so ``torch.manual_seed`` still makes runs
-    repeat): a value is kept when its integer is at least a threshold, so the keep rate is
+    seeded by one draw from its modality's random stream (``stream``, set by the module:
+    ``regularizedvi.module._streams``; torch's global generator without one), so seeded runs
+    repeat: a value is kept when its integer is at least a threshold, so the keep rate is
     ``p`` rounded to a multiple of 1/65536 (0.1 -> 0.0999908) and kept values are scaled by
     the inverse of that rate (unbiased). Elsewhere (CUDA: a fused kernel, which a CUDA graph
     can capture) it is ``nn.functional.dropout``.
@@ -48,13 +49,14 @@ class FeatureDropout(nn.Module):
         kept_values = round((1.0 - self.p) * 65536)  # of the 65536 values of an int16
         self._threshold = np.int16(32768 - kept_values)
         self._scale = np.float32(65536 / kept_values)
+        self.stream = None  # a RandomStream, bound by the module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
         if x.device.type != "cpu":
             return nn.functional.dropout(x, self.p, True)
-        seed = int(torch.randint(0, 2**62, (1,)))
+        seed = int(torch.randint(0, 2**62, (1,))) if self.stream is None else self.stream.seed()
         n = x.numel()
         draws = np.random.PCG64(seed).random_raw((n + 3) // 4).view(np.int16)[:n]
         mask = (draws >= self._threshold).astype(np.float32)
