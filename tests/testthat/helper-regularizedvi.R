@@ -69,6 +69,15 @@ py_counts <- function(adata) {
 # A column of adata.obs (item access: `$sample` would be the DataFrame method).
 obs_col <- function(adata, col) reticulate::py_get_item(adata$obs, col)
 
+# An h5ad from ../shared/data read through Python's anndata: list(adata, counts = features x
+# cells dgCMatrix); skips with the reason when the file is absent.
+read_shared_h5ad <- function(name) {
+  path <- shared_data_path(name)
+  if (is.na(path)) skip(paste0(name, " not found (expected at ../shared/data/ from the package root)"))
+  adata <- reticulate::import("anndata", convert = FALSE)$read_h5ad(path)
+  list(adata = adata, counts = py_counts(adata))
+}
+
 # Names of the logged Seurat commands (Seurat appends the assay: "RunRegularizedVI.RNA").
 command_names <- function(object) names(object@commands)
 

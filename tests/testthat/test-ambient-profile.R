@@ -1,15 +1,6 @@
 # Measured soups from R: EstimateAmbientProfile() on raw droplets, ambient.profile = on the
 # single and multimodal models, getForegroundProbability(); real data from ../shared/data.
 
-# An h5ad from ../shared/data read through Python's anndata: list(adata, counts = features x
-# droplets dgCMatrix); skips with the reason when the file is absent.
-read_shared_h5ad <- function(name) {
-  path <- shared_data_path(name)
-  if (is.na(path)) skip(paste0(name, " not found (expected at ../shared/data/ from the package root)"))
-  adata <- reticulate::import("anndata", convert = FALSE)$read_h5ad(path)
-  list(adata = adata, counts = py_counts(adata))
-}
-
 # Each column of a features x droplets matrix pooled into one profile summing to 1.
 pooled <- function(counts, columns) {
   sums <- Matrix::rowSums(counts[, columns, drop = FALSE])

@@ -7,15 +7,10 @@ read_snare <- local({
   data <- NULL
   function(n_cells = 800, n_peaks = 2000, seed = 7) {
     if (!is.null(data)) return(data)
-    paths <- vapply(c("snare_cortex_rna.h5ad", "snare_cortex_atac.h5ad"), shared_data_path, "")
-    if (anyNA(paths)) skip("snare_cortex_{rna,atac}.h5ad not found (expected at ../shared/data/ from the package root)")
-    ad <- reticulate::import("anndata", convert = FALSE)
-    rna <- ad$read_h5ad(paths[[1]])
-    atac <- ad$read_h5ad(paths[[2]])
-    rna_counts <- py_counts(rna)
-    atac_counts <- py_counts(atac)
-    obs <- function(col) as.character(reticulate::py_to_r(
-      reticulate::py_get_item(rna$obs, col)$astype("str")$tolist()))
+    rna <- read_shared_h5ad("snare_cortex_rna.h5ad")
+    rna_counts <- rna$counts
+    atac_counts <- read_shared_h5ad("snare_cortex_atac.h5ad")$counts
+    obs <- function(col) as.character(reticulate::py_to_r(obs_col(rna$adata, col)$astype("str")$tolist()))
     stopifnot(identical(colnames(rna_counts), colnames(atac_counts)))
     set.seed(seed)
     keep <- sort(sample(ncol(rna_counts), n_cells))
