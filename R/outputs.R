@@ -123,6 +123,7 @@ getAmbientProfile <- function(model, normalize = TRUE, name = "regularizedvi", m
 # DataFrame calls pandas' deprecated Index.format and prints a FutureWarning).
 .py_frame_to_r <- function(df) {
   names <- .py_names(df$columns)
+  if (!length(names)) return(data.frame(row.names = .py_names(df$index)))
   columns <- lapply(names, function(col) {
     column <- reticulate::py_get_item(df, col)
     kind <- reticulate::py_to_r(column$dtype$kind)

@@ -7,10 +7,12 @@ read_snare <- local({
   data <- NULL
   function(n_cells = 800, n_peaks = 2000, seed = 7) {
     if (!is.null(data)) return(data)
-    rna <- read_shared_h5ad("snare_cortex_rna.h5ad")
+    paths <- vapply(c("snare_cortex_rna.h5ad", "snare_cortex_atac.h5ad"), shared_data_path, "")
+    if (anyNA(paths)) skip("snare_cortex_{rna,atac}.h5ad not found (expected at ../shared/data/ from the package root)")
+    rna <- readH5ADCounts(paths[[1]])  # as in docs/multimodal.md
     rna_counts <- rna$counts
-    atac_counts <- read_shared_h5ad("snare_cortex_atac.h5ad")$counts
-    obs <- function(col) as.character(reticulate::py_to_r(obs_col(rna$adata, col)$astype("str")$tolist()))
+    atac_counts <- readH5ADCounts(paths[[2]])$counts
+    obs <- function(col) as.character(rna$obs[[col]])
     stopifnot(identical(colnames(rna_counts), colnames(atac_counts)))
     set.seed(seed)
     keep <- sort(sample(ncol(rna_counts), n_cells))
