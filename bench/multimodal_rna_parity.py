@@ -33,36 +33,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import quiet, set_threads  # noqa: E402
 from multimodal_snare import BATCH, load_snare, make_mudata  # noqa: E402
 
-PREFIXES = {"encoder.": "encoders.rna.", "library_encoder.": "library_encoders.rna.",
-            "decoder.": "decoders.rna.", "observation.": "observations.rna.",
-            "ambient_scale_encoder.": "ambient_scale_encoders.rna."}
+SETUP = {"batch_key": BATCH}
+JOINT_SETUP = {"modalities": {"rna": "rna", "atac": "atac"}, "batch_key": BATCH}
 
 
 def to_joint(name: str) -> str:
-    for a, b in PREFIXES.items():
-        if name.startswith(a):
-            return b + name[len(a):]
-    return name
+    from regularizedvi.model._parity import joint_name
+
+    return joint_name(name, "rna") or name
 
 
-def build(rna, atac, seed: int):
-    import regularizedvi as rv
+def build(rna, atac, seed: int, joint_kwargs: dict | None = None, train_kwargs: dict | None = None):
+    from regularizedvi.model._parity import seeded_pair
 
-    a = rna.copy()
-    rv.set_seed(seed)
-    rv.AmbientRegularizedSCVI.setup_anndata(a, batch_key=BATCH)
-    single = rv.AmbientRegularizedSCVI(a)
-    m = make_mudata(rna, atac)
-    rv.set_seed(seed)
-    rv.RegularizedMultimodalVI.setup_mudata(m, modalities={"rna": "rna", "atac": "atac"}, batch_key=BATCH)
-    joint = rv.RegularizedMultimodalVI(m)
-    return single, joint
+    return seeded_pair(rna.copy(), make_mudata(rna, atac), seed, SETUP, JOINT_SETUP,
+                       joint_kwargs=joint_kwargs, train_kwargs=train_kwargs)
 
 
 def compare_state(single, joint) -> None:
+    from regularizedvi.model._parity import modality_state
+
     s = dict(single.module.state_dict())
     j = dict(joint.module.state_dict())
-    rna_j = {k for k in j if k.split(".")[1:2] == ["rna"]}
+    rna_j = set(modality_state(joint, "rna"))
     print("== 1. RNA parameters / buffers")
     for name, value in s.items():
         jn = to_joint(name)
@@ -130,19 +123,9 @@ def build_each(rna, atac, seed: int):
 def compare_training(rna, atac, seed: int, epochs: int) -> None:
     """Train both from ``seed`` with the same RNA options (the single model's RNA feature
     scaling turned on in the joint one) and compare the RNA slice with the single latent."""
-    import regularizedvi as rv
-
     print(f"== 4. trained {epochs} epochs from seed {seed}, joint with feature_scaling={{'rna': True}}")
-    a = rna.copy()
-    rv.set_seed(seed)
-    rv.AmbientRegularizedSCVI.setup_anndata(a, batch_key=BATCH)
-    single = rv.AmbientRegularizedSCVI(a)
-    single.train(max_epochs=epochs, accelerator="cpu", enable_progress_bar=False)
-    m = make_mudata(rna, atac)
-    rv.set_seed(seed)
-    rv.RegularizedMultimodalVI.setup_mudata(m, modalities={"rna": "rna", "atac": "atac"}, batch_key=BATCH)
-    joint = rv.RegularizedMultimodalVI(m, feature_scaling={"rna": True})
-    joint.train(max_epochs=epochs, accelerator="cpu", enable_progress_bar=False)
+    single, joint = build(rna, atac, seed, joint_kwargs={"feature_scaling": {"rna": True}},
+                          train_kwargs={"max_epochs": epochs, "accelerator": "cpu", "enable_progress_bar": False})
     zs = single.get_latent_representation()
     zr = joint.get_latent_representation(modality="rna")
     a, b = joint.module.latent_slices["rna"]

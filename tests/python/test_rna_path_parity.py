@@ -16,44 +16,34 @@ import torch
 from torch.distributions import Normal
 
 import regularizedvi as rv
-from conftest import seed_everything
+from regularizedvi.model._parity import joint_name, modality_state, seeded_pair
 from regularizedvi.nn._layers import FeatureDropout
 
 QUIET = {"enable_progress_bar": False, "accelerator": "cpu"}
-# single-model part -> the multimodal model's part for modality "rna"
-PREFIXES = {"encoder.": "encoders.rna.", "library_encoder.": "library_encoders.rna.",
-            "decoder.": "decoders.rna.", "observation.": "observations.rna.",
-            "ambient_scale_encoder.": "ambient_scale_encoders.rna."}
 
 
 def _joint_name(name):
-    for a, b in PREFIXES.items():
-        if name.startswith(a):
-            return b + name[len(a):]
-    raise AssertionError(f"unmapped single-model parameter {name}")
+    joint = joint_name(name, "rna")
+    assert joint is not None, f"unmapped single-model parameter {name}"
+    return joint
 
 
-def _pair(**joint_kwargs):
+def _pair(seed=0, train_kwargs=None, **joint_kwargs):
+    """The single model on the RNA and the multimodal one on RNA + ATAC, each built (and
+    trained, given ``train_kwargs``) right after seeding with ``seed``."""
     mdata = rv.simulate_multiome(n_cells=200, n_genes=60, n_peaks=80, n_batches=2, seed=3)
     rna = mdata.mod["rna"].copy()
     rna.obs["batch"] = mdata.obs["batch"].to_numpy()
-    seed_everything(0)
-    rv.AmbientRegularizedSCVI.setup_anndata(rna, batch_key="batch")
-    single = rv.AmbientRegularizedSCVI(rna, n_hidden=32, n_latent=4)
-    seed_everything(0)
-    rv.RegularizedMultimodalVI.setup_mudata(mdata, modalities=["rna", "atac"], batch_key="batch")
-    joint = rv.RegularizedMultimodalVI(mdata, n_hidden=32, n_latent=4, **joint_kwargs)
-    return single, joint
-
-
-def _rna_state(joint):
-    return {k: v for k, v in joint.module.state_dict().items() if k.split(".")[1] == "rna"}
+    return seeded_pair(rna, mdata, seed, {"batch_key": "batch"},
+                       {"modalities": ["rna", "atac"], "batch_key": "batch"},
+                       model_kwargs={"n_hidden": 32, "n_latent": 4}, joint_kwargs=joint_kwargs,
+                       train_kwargs=train_kwargs)
 
 
 @pytest.mark.parametrize("feature_scaling", [None, {"rna": True}])
 def test_primary_modality_starts_from_the_single_models_weights(feature_scaling):
     single, joint = _pair(feature_scaling=feature_scaling)
-    joint_rna = _rna_state(joint)
+    joint_rna = modality_state(joint, "rna")
     only_single = []
     for name, value in single.module.state_dict().items():
         jn = _joint_name(name)
@@ -118,33 +108,15 @@ def test_rna_slice_of_the_joint_latent_is_the_single_models_latent():
     np.testing.assert_array_equal(z_joint[:, a:b], z_single)
 
 
-def _train_pair(seed, epochs=3, **joint_kwargs):
-    mdata = rv.simulate_multiome(n_cells=200, n_genes=60, n_peaks=80, n_batches=2, seed=3)
-    rna = mdata.mod["rna"].copy()
-    rna.obs["batch"] = mdata.obs["batch"].to_numpy()
-    models = []
-    for build in (
-        lambda: (rv.AmbientRegularizedSCVI.setup_anndata(rna, batch_key="batch"),
-                 rv.AmbientRegularizedSCVI(rna, n_hidden=32, n_latent=4))[1],
-        lambda: (rv.RegularizedMultimodalVI.setup_mudata(mdata, modalities=["rna", "atac"], batch_key="batch"),
-                 rv.RegularizedMultimodalVI(mdata, n_hidden=32, n_latent=4, **joint_kwargs))[1],
-    ):
-        seed_everything(seed)
-        model = build()
-        model.train(max_epochs=epochs, batch_size=64, **QUIET)
-        models.append(model)
-    return models
-
-
 def test_training_gives_the_single_models_latent_as_the_rna_slice():
     """Same seed, same RNA options: after training (dropout, z / library / dispersion draws,
     minibatch order), the joint latent's RNA slice is the single model's latent to rounding;
     another seed gives another latent."""
-    single, joint = _train_pair(0, feature_scaling={"rna": True})
+    single, joint = _pair(0, dict(max_epochs=3, batch_size=64, **QUIET), feature_scaling={"rna": True})
     z_single = single.get_latent_representation()
     z_rna = joint.get_latent_representation(modality="rna")
     np.testing.assert_allclose(z_rna, z_single, rtol=0, atol=1e-5)
-    other, _ = _train_pair(1, epochs=3, feature_scaling={"rna": True})
+    other, _ = _pair(1, dict(max_epochs=3, batch_size=64, **QUIET), feature_scaling={"rna": True})
     assert np.abs(other.get_latent_representation() - z_single).max() > 1e-2
 
 

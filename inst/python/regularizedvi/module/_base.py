@@ -145,7 +145,7 @@ class ModalityVAE(BaseModuleClass):
         qz, qz_per_modality = self.latent_posterior(encoder_logs, masks, encoder_covs, continuous_covs)
         ql = {m: self.library_encoder_of(m)(x_logs[m], torch.log(total_counts[m].unsqueeze(-1).clamp_min(1.0)))
               for m in self.modality_names}
-        z = qz.loc + self._latent_noise(qz) * qz.scale
+        z = _streams.reparameterise(qz, self._latent_noise(qz))
         log_library = {m: _streams.rsample(ql[m], self._stream(m)) for m in self.modality_names}
         log_ambient_scale = {m: net(x_logs[m]) for m in self.modality_names
                              if (net := self.ambient_scale_encoder_of(m)) is not None}

@@ -16,6 +16,7 @@ from torch import nn
 from torch.distributions import Normal
 
 from regularizedvi import _constants as C
+from regularizedvi.module import _streams
 from regularizedvi.nn._decoders import inverse_softplus
 from regularizedvi.nn._layers import one_hot_concat
 
@@ -406,8 +407,7 @@ class CountObservationModel(nn.Module):
         log_theta = self.log_theta_mu
         if sample:
             sigma = torch.exp(self.log_theta_log_sigma)
-            eps = torch.randn_like(sigma) if self.stream is None else self.stream.normal_like(sigma)
-            log_theta = log_theta + sigma * eps
+            log_theta = log_theta + sigma * _streams.normal_like(sigma, self.stream)
         theta = torch.exp(log_theta)
         lgamma_theta = torch.lgamma(theta)
         groups = dispersion_codes.reshape(-1).long()

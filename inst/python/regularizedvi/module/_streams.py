@@ -85,10 +85,15 @@ def normal_like(t: torch.Tensor, stream: RandomStream | None) -> torch.Tensor:
     return torch.randn_like(t) if stream is None else stream.normal_like(t)
 
 
+def reparameterise(q, eps: torch.Tensor) -> torch.Tensor:
+    """``loc + eps * scale`` of the Normal ``q``, as torch's ``Normal.rsample`` forms it."""
+    return q.loc + eps * q.scale
+
+
 def rsample(q, stream: RandomStream | None) -> torch.Tensor:
-    """A reparameterised draw of the Normal ``q`` (``loc + eps * scale``, as torch's
-    ``Normal.rsample``) with ``eps`` from ``stream`` (None: torch's global generator)."""
-    return q.loc + normal_like(q.loc, stream) * q.scale
+    """A reparameterised draw of the Normal ``q`` with ``eps`` from ``stream`` (None:
+    torch's global generator)."""
+    return reparameterise(q, normal_like(q.loc, stream))
 
 
 def bind(part: torch.nn.Module, stream: RandomStream) -> None:
