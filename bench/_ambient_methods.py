@@ -148,13 +148,13 @@ def regularizedvi(design, variant: str = "default", seed: int = 0, epochs: int |
         setup["nn_conditioning_covariate_keys"] = ["sample"]
     spec.model_cls.setup_anndata(a, **setup)
     model_kwargs = dict(spec.model_kwargs)
-    if spec.measured:
+    if spec.measured or spec.truesoup:
         import pandas as pd
 
-        if design.empty_profiles is None:
+        if spec.measured and design.empty_profiles is None:
             raise ValueError(f"design {design.name} has no empty-droplet profile")
-        model_kwargs["ambient_profile"] = pd.DataFrame(design.empty_profiles.T, index=a.var_names,
-                                                       columns=list(design.samples))
+        shapes = design.soups if spec.truesoup else design.empty_profiles
+        model_kwargs["ambient_profile"] = pd.DataFrame(shapes.T, index=a.var_names, columns=list(design.samples))
     model = spec.model_cls(a, **model_kwargs)
     spec.after_init(model, design)
     train_kwargs = dict(max_epochs=epochs, accelerator="cpu", enable_progress_bar=False,

@@ -37,6 +37,13 @@ tokens applied to the documented model (``AmbientRegularizedSCVI``, ``batch_key=
              the sample's soup to encode
   measured   the package's ``ambient_profile=``: the design's empty-droplet profiles (one
              column per sample) given to the model as its soup shapes (designs that have one)
+  shrink<R>  the package's profile background with a per-gene shrink: s_eg = a_e q_eg exp(-u_eg),
+             u_eg = softplus(raw) >= 0 (starts at 0.018) with an Exponential(R) penalty on u_eg (in
+             the global penalty): the shape may only LOWER genes below the mean profile, so a
+             gene the soup holds less of than the cells' mean no longer caps the amount, while
+             no gene can take more than its mean-profile share (housekeeping genes stay native)
+  truesoup   a diagnostic: ``ambient_profile=`` the design's TRUE soups (one column per sample),
+             what the amount's estimate gives when the shape is exactly right
   percell    each cell's background is scaled by c_n = exp(h(x_n)) (a small network on
              log1p counts, starting at 0) with a LogNormal(0, PERCELL_SD) penalty: a
              per-cell contamination amount, so that z need not carry it
@@ -70,11 +77,15 @@ class Spec:
     cleanenc: bool = False
     percell: bool = False
     measured: bool = False
+    truesoup: bool = False
+    shrink: float = 0.0
 
     def after_init(self, model, design) -> None:
         from _ambient_designs import mean_profiles
 
         obs = model.module.observation
+        if self.shrink:
+            _add_shrink(model, self.shrink)
         if not (self.tied or self.native or self.empty or self.init_fraction != 0.01):
             self._add_l1(model)
             return  # the package's own start
@@ -261,6 +272,22 @@ def _add_dev_prior(model, tau: float) -> None:
     obs.global_penalty = global_penalty
 
 
+def _add_shrink(model, rate: float) -> None:
+    """``shrink<R>``: ``s_eg = a_e q_eg exp(-u_eg)``, Exponential(R) penalty on ``u_eg``."""
+    obs = model.module.observation
+    obs.background_shrink_raw = nn.Parameter(torch.full_like(obs.background_profile, -4.0))
+    table, penalty = obs.background_table, obs.global_penalty
+
+    def background_table(self_):
+        return table() * torch.exp(-nn.functional.softplus(self_.background_shrink_raw))
+
+    def global_penalty():
+        return penalty() + rate * nn.functional.softplus(obs.background_shrink_raw).sum()
+
+    obs.background_table = types.MethodType(background_table, obs)
+    obs.global_penalty = global_penalty
+
+
 def background_matrix(model) -> torch.Tensor:
     obs = model.module.observation
     if not hasattr(obs, "soup_shape") and hasattr(obs, "background_table"):
@@ -313,6 +340,10 @@ def build(variant: str) -> Spec:
             spec.empty = True
         elif token == "measured":
             spec.measured = True
+        elif token == "truesoup":
+            spec.truesoup = True
+        elif m := re.fullmatch(r"shrink(\d+(?:\.\d+)?)", token):
+            spec.shrink = float(m.group(1))
         else:
             raise ValueError(f"unknown variant token {token!r} in {variant!r}")
     return spec
