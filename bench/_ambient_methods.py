@@ -146,6 +146,7 @@ def regularizedvi(design, variant: str = "default", seed: int = 0, epochs: int |
     setup = {"batch_key": "sample"}
     if design.nn:
         setup["nn_conditioning_covariate_keys"] = ["sample"]
+    setup.update(spec.setup_kwargs)
     spec.model_cls.setup_anndata(a, **setup)
     model_kwargs = dict(spec.model_kwargs)
     if spec.measured or spec.truesoup:

@@ -42,6 +42,8 @@ tokens applied to the documented model (``AmbientRegularizedSCVI``, ``batch_key=
              the global penalty): the shape may only LOWER genes below the mean profile, so a
              gene the soup holds less of than the cells' mean no longer caps the amount, while
              no gene can take more than its mean-profile share (housekeeping genes stay native)
+  enc        the sample also given to ``encoder_covariate_keys`` (setup_anndata): the encoder
+             may then remove the sample's soup signature, so that the latent need not carry it
   truesoup   a diagnostic: ``ambient_profile=`` the design's TRUE soups (one column per sample),
              what the amount's estimate gives when the shape is exactly right
   percell    each cell's background is scaled by c_n = exp(h(x_n)) (a small network on
@@ -79,6 +81,7 @@ class Spec:
     measured: bool = False
     truesoup: bool = False
     shrink: float = 0.0
+    setup_kwargs: dict = field(default_factory=dict)
 
     def after_init(self, model, design) -> None:
         from _ambient_designs import mean_profiles
@@ -342,6 +345,8 @@ def build(variant: str) -> Spec:
             spec.measured = True
         elif token == "truesoup":
             spec.truesoup = True
+        elif token == "enc":
+            spec.setup_kwargs["encoder_covariate_keys"] = ["sample"]
         elif m := re.fullmatch(r"shrink(\d+(?:\.\d+)?)", token):
             spec.shrink = float(m.group(1))
         else:
