@@ -351,4 +351,7 @@ def build(variant: str) -> Spec:
             spec.shrink = float(m.group(1))
         else:
             raise ValueError(f"unknown variant token {token!r} in {variant!r}")
+    if spec.shrink and (spec.tied or spec.native or spec.empty):
+        raise ValueError(f"{variant!r}: shrink<R> acts on the package's own background and cannot be "
+                         "combined with tied, native or empty (they replace that background)")
     return spec
