@@ -272,7 +272,11 @@ def test_training_streams_blocks_and_separates_types(trained, data):
 def test_outputs_keep_the_requested_order(trained):
     backed, _, z, _, _ = trained
     idx = [5, 3, 598, 3, 0]
-    np.testing.assert_array_equal(backed.get_latent_representation(indices=idx), z[idx])
+    picked = backed.get_latent_representation(indices=idx)
+    # a minibatch of 5 rows may round differently from one of 128 (the CPU's matmul kernel
+    # depends on the row count; seen at 4e-7): equal to float32 precision, and in this order
+    np.testing.assert_allclose(picked, z[idx], rtol=0, atol=1e-5)
+    assert np.abs(z[5] - z[3]).max() > 1e-2 and np.abs(z[0] - z[598]).max() > 1e-2
 
 
 def test_save_load_round_trip_is_bitwise(trained, data, tmp_path):
