@@ -32,11 +32,13 @@ def modality_state(joint, modality: str) -> dict:
 
 
 def seeded_pair(adata, mdata, seed: int, setup: dict, joint_setup: dict, model_kwargs: dict | None = None,
-                joint_kwargs: dict | None = None, train_kwargs: dict | None = None):
+                joint_kwargs: dict | None = None, train_kwargs: dict | None = None, after=None):
     """``(single, joint)``: AmbientRegularizedSCVI on ``adata`` and RegularizedMultimodalVI
     on ``mdata``. For each in turn: :func:`set_seed` ``(seed)``, ``setup_anndata(adata,
     **setup)`` / ``setup_mudata(mdata, **joint_setup)``, the model with ``model_kwargs`` (both)
-    and ``joint_kwargs`` (the multimodal one), then ``train(**train_kwargs)`` when given."""
+    and ``joint_kwargs`` (the multimodal one), then ``train(**train_kwargs)`` when given, then
+    ``after(model)`` when given (before the next :func:`set_seed`: what it draws from torch's
+    global generator is what the model left there)."""
     from regularizedvi.model._ambient_scvi import AmbientRegularizedSCVI
     from regularizedvi.model._multimodal import RegularizedMultimodalVI
 
@@ -50,5 +52,7 @@ def seeded_pair(adata, mdata, seed: int, setup: dict, joint_setup: dict, model_k
         model = build()
         if train_kwargs is not None:
             model.train(**train_kwargs)
+        if after is not None:
+            after(model)
         models.append(model)
     return tuple(models)
