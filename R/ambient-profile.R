@@ -257,3 +257,13 @@ EstimateAmbientProfile <- function(raw, groupby = NULL, empty = NULL, min.counts
   if (!per_modality) return(unname(values))
   reticulate::py_dict(names(values), as.list(unname(values)), convert = FALSE)
 }
+
+# `ambient.adversary`: NULL (the Python default) or one finite number >= 0.
+.ambient_adversary <- function(weight) {
+  if (is.null(weight)) return(NULL)
+  if (length(weight) != 1 || !is.numeric(weight) || is.na(weight) || !is.finite(weight) || weight < 0) {
+    stop("`ambient.adversary` must be one number >= 0 (0: off), not ", deparse(weight)[1], ".",
+         call. = FALSE)
+  }
+  as.numeric(weight)
+}

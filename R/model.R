@@ -125,6 +125,16 @@
 #' @param ambient.background Form of the background: `"profile"` (the
 #'   default: a fixed profile times a learned amount and a per-cell scale) or
 #'   `"free"` (a learned value per gene and category).
+#' @param ambient.adversary Weight of the ambient adversary (a number >= 0;
+#'   `NULL`: the package default, 0 = off). A classifier on the latent learns
+#'   to predict each cell's ambient group (`batch` / `ambient`) while the
+#'   encoder learns to hide it, so that each group's soup is left to the
+#'   background rather than expressed by the decoder. On the package's
+#'   semi-synthetic benchmarks a weight of 10 roughly halves the error of the
+#'   contamination fraction with 2-4 samples, but lowers cell-type purity of
+#'   the latent where composition differs between samples; it does not help
+#'   with many samples or with `nn.conditioning` on the sample. Meant for
+#'   contamination estimates and corrected counts; see the README.
 #'
 #' @details Categorical covariates (`batch`, `ambient`, `nn.conditioning`,
 #'   `feature.scaling`, `dispersion`, `library.size`, `encoder.covariates`) are
@@ -153,11 +163,12 @@ regularizedviModel <- function(object, batch = NULL, ambient = NULL, nn.conditio
                                assay = NULL, layer = "counts", assay.type = "counts",
                                features = NULL, n.hidden = 128, n.latent = 10, n.layers = 1,
                                dropout.rate = 0.1, seed = 0, ambient.profile = NULL,
-                               ambient.background = NULL) {
+                               ambient.background = NULL, ambient.adversary = NULL) {
   net <- .check_args(n.hidden = n.hidden, n.latent = n.latent, n.layers = n.layers,
                      dropout.rate = dropout.rate, seed = seed)
   .check_profile(ambient.profile)
   form <- .background_form(ambient.background)
+  adversary <- .ambient_adversary(ambient.adversary)
   parts <- .extract_counts_and_meta(object, assay = assay, layer = layer, assay.type = assay.type)
   setup <- .covariate_setup(parts)
   .check_profile_features(ambient.profile, if (is.null(features)) rownames(parts$counts) else features)
@@ -171,6 +182,7 @@ regularizedviModel <- function(object, batch = NULL, ambient = NULL, nn.conditio
                      n_layers = net$n.layers, dropout_rate = net$dropout.rate,
                      ambient_profile = .profile_to_py(ambient.profile))
   if (!is.null(form)) model_args$ambient_background <- form
+  model_args$ambient_adversary <- adversary
   py <- .py_call(do.call(rv$AmbientRegularizedSCVI, model_args), "Building the model failed")
   .model_from_py(py, adata)
 }

@@ -72,7 +72,8 @@ regularizedviMultimodalModel <- function(object, assays = NULL, altexps = NULL, 
                                          latent.mode = c("concatenation", "weighted_mean",
                                                          "single_encoder"),
                                          seed = 0, ambient.profile = NULL,
-                                         ambient.background = NULL, primary.modality = "first") {
+                                         ambient.background = NULL, primary.modality = "first",
+                                         ambient.adversary = NULL) {
   latent.mode <- match.arg(latent.mode)
   primary <- .check_primary_modality(primary.modality, latent.mode)
   net <- .check_args(n.hidden = n.hidden, n.latent = n.latent, n.layers = n.layers,
@@ -83,6 +84,7 @@ regularizedviMultimodalModel <- function(object, assays = NULL, altexps = NULL, 
     stats::setNames(nm = names(parts$counts)),
     function(m) if (is.null(features[[m]])) rownames(parts$counts[[m]]) else features[[m]]))
   form <- .background_form(ambient.background, names(parts$counts))
+  adversary <- .ambient_adversary(ambient.adversary)
   setup <- .covariate_setup(parts)
   mdata <- .parts_to_mudata(parts, features = features, categorical = setup$columns$categorical,
                             continuous = setup$columns$continuous)
@@ -103,6 +105,7 @@ regularizedviMultimodalModel <- function(object, assays = NULL, altexps = NULL, 
                      n_layers = net$n.layers, dropout_rate = net$dropout.rate,
                      latent_mode = latent.mode, ambient_background = form,
                      ambient_profile = .profiles_to_py(ambient.profile, mods))
+  model_args$ambient_adversary <- adversary  # NULL drops it: the Python default
   if (!identical(primary, "first")) {
     if (!is.null(primary) && !primary %in% mods) {
       stop("`primary.modality` must be \"first\", NA or one of the modalities ",

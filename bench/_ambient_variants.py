@@ -35,10 +35,10 @@ tokens applied to the documented model (``AmbientRegularizedSCVI``, ``batch_key=
              (relu(x - N_n s_e), s detached; the library encoder still sees x): when the
              background is right the encoder's input carries no soup, so z has nothing of
              the sample's soup to encode
-  adv<W>     a sample classifier on the latent (qz mean -> ambient group of the first ambient key)
-             trained through a gradient reversal: the classifier minimises W x its cross-entropy,
-             the encoder maximises it, so that z carries as little of the group as the fit allows
-             and the group-specific soup is left to the background (totalVI-style adversary)
+  adv<W>     the package's ambient adversary, ``ambient_adversary=W``: a classifier of the ambient
+             group on the latent mean behind a gradient reversal, so that z carries as little
+             of the group as the fit allows and the group-specific soup is left to the
+             background (session 10 screened a copy of it patched onto the model here)
   measured   the package's ``ambient_profile=``: the design's empty-droplet profiles (one
              column per sample) given to the model as its soup shapes (designs that have one)
   shrink<R>  the package's profile background with a per-gene shrink: s_eg = a_e q_eg exp(-u_eg),
@@ -85,7 +85,6 @@ class Spec:
     measured: bool = False
     truesoup: bool = False
     shrink: float = 0.0
-    adv: float = 0.0
     setup_kwargs: dict = field(default_factory=dict)
 
     def after_init(self, model, design) -> None:
@@ -137,8 +136,6 @@ class Spec:
         self._add_l1(model)
 
     def _add_l1(self, model) -> None:
-        if self.adv:
-            _add_adversary(model, self.adv)
         if self.cleanenc:
             _make_cleanenc(model)
         if self.percell:
@@ -282,35 +279,6 @@ def _add_dev_prior(model, tau: float) -> None:
     obs.global_penalty = global_penalty
 
 
-class _Reverse(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return -grad
-
-
-def _add_adversary(model, weight: float) -> None:
-    """``adv<W>``: W x cross-entropy of a sample classifier on reversed-gradient qz means."""
-    from regularizedvi.data import _keys as K
-
-    module = model.module
-    n_groups = module.observation.n_ambient_cats_per_key[0]
-    module.adv_classifier = nn.Sequential(nn.Linear(module.n_latent, 32), nn.ReLU(), nn.Linear(32, n_groups))
-    orig_loss = module.loss
-
-    def loss(self_, tensors, inference_outputs, generative_outputs, kl_weight: float = 1.0, n_obs: float = 1.0):
-        out = orig_loss(tensors, inference_outputs, generative_outputs, kl_weight=kl_weight, n_obs=n_obs)
-        codes = self_._to(tensors[K.AMBIENT])[:, 0].long()
-        logits = self_.adv_classifier(_Reverse.apply(inference_outputs["qz"].loc))
-        out.loss = out.loss + weight * nn.functional.cross_entropy(logits, codes)
-        return out
-
-    module.loss = types.MethodType(loss, module)
-
-
 def _add_shrink(model, rate: float) -> None:
     """``shrink<R>``: ``s_eg = a_e q_eg exp(-u_eg)``, Exponential(R) penalty on ``u_eg``."""
     obs = model.module.observation
@@ -384,7 +352,7 @@ def build(variant: str) -> Spec:
         elif token == "enc":
             spec.setup_kwargs["encoder_covariate_keys"] = ["sample"]
         elif m := re.fullmatch(r"adv(\d+(?:\.\d+)?)", token):
-            spec.adv = float(m.group(1))
+            spec.model_kwargs["ambient_adversary"] = float(m.group(1))
         elif m := re.fullmatch(r"shrink(\d+(?:\.\d+)?)", token):
             spec.shrink = float(m.group(1))
         else:

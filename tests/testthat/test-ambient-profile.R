@@ -140,6 +140,29 @@ test_that("ambient.profile sets the background's shape of either model; bad prof
                "`ambient.background` must be \"profile\" or \"free\"")
 })
 
+test_that("ambient.adversary reaches either model; bad weights and a single group are refused", {
+  skip_if_no_regularizedvi()
+  obj <- pbmc()
+  model <- regularizedviModel(obj, batch = "groups", ambient.adversary = 2.5, n.hidden = 8, n.latent = 2)
+  expect_identical(reticulate::py_to_r(model$py$module$ambient_adversary), 2.5)
+  expect_identical(unlist(reticulate::py_to_r(model$py$module$n_adversary_cats_per_key)), 2L)  # g1, g2
+  # default: off, no classifier
+  expect_null(reticulate::py_to_r(regularizedviModel(obj, batch = "groups", n.hidden = 8,
+                                                     n.latent = 2)$py$module$ambient_adversary_net))
+  fit <- do.call(RunRegularizedVI, c(list(obj, batch = "groups", ambient.adversary = 1), tiny_fit))
+  expect_identical(dim(SeuratObject::Embeddings(fit, "regularizedvi")), c(ncol(obj), 4L))
+  expect_error(regularizedviModel(obj, batch = "groups", ambient.adversary = -1),
+               "`ambient.adversary` must be one number >= 0 \\(0: off\\), not -1")
+  expect_error(regularizedviModel(obj, batch = "groups", ambient.adversary = "strong"),
+               "`ambient.adversary` must be one number >= 0")
+  err <- expect_error(regularizedviModel(obj, ambient.adversary = 1),
+                      "Building the model failed: .*no ambient groups.*batch_key= or ambient_covariate_keys=")
+  expect_false(grepl("Traceback|File \"", conditionMessage(err)))
+  multi <- regularizedviMultimodalModel(citeseq(), assays = c("RNA", "ADT"), batch = "groups",
+                                        ambient.adversary = 3, n.hidden = 8, n.latent = 2)
+  expect_identical(reticulate::py_to_r(multi$py$module$ambient_adversary), 3)
+})
+
 test_that("multimodal: ambient.profile per modality, foreground probabilities in [0, 1]", {
   skip_if_no_regularizedvi()
   obj <- citeseq()

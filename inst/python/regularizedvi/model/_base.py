@@ -141,7 +141,7 @@ def modality_statistics(manager: AnnDataManager, registry_key: str) -> ModalityS
 
 
 def ambient_options(ambient_background, ambient_cell_scale, native_share_penalty,
-                    native_share_power=C.NATIVE_SHARE_POWER) -> dict:
+                    native_share_power=C.NATIVE_SHARE_POWER, ambient_adversary=C.AMBIENT_ADVERSARY) -> dict:
     """The checked ambient-background arguments of a model (its ``_init_kwargs`` and module's);
     ``ambient_background`` is one form or (multimodal) a dict of forms per modality."""
     forms = ambient_background.values() if isinstance(ambient_background, dict) else [ambient_background]
@@ -154,8 +154,20 @@ def ambient_options(ambient_background, ambient_cell_scale, native_share_penalty
     power = float(native_share_power)
     if not np.isfinite(power) or not 0 <= power <= 1:
         raise ValueError(f"native_share_power must be a number in [0, 1], got {native_share_power!r}.")
+    adversary = _number(ambient_adversary, "ambient_adversary")
+    if not np.isfinite(adversary) or adversary < 0:
+        raise ValueError(f"ambient_adversary must be a number >= 0 (0: off), got {ambient_adversary!r}.")
     return {"ambient_background": ambient_background, "ambient_cell_scale": bool(ambient_cell_scale),
-            "native_share_penalty": penalty, "native_share_power": power}
+            "native_share_penalty": penalty, "native_share_power": power, "ambient_adversary": adversary}
+
+
+def _number(value, name: str) -> float:
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a number, got {value!r}.")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number, got {value!r}.") from None
 
 
 def ambient_row_names(manager: AnnDataManager) -> list[str]:

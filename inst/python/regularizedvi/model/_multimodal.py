@@ -100,9 +100,9 @@ class RegularizedMultimodalVI(ModalityAttributionMixin, RegularizedModelBase):
         ``"profile"`` for every modality). For protein (ADT), give the empty droplets'
         profile as ``ambient_profile={"adt": ...}``: without it neither form identifies the
         protein background well (see docs/multimodal.md).
-    ambient_cell_scale, native_share_penalty, native_share_power
-        As in :class:`AmbientRegularizedSCVI` (defaults True, 0.024, 0.75), for every modality
-        with a background.
+    ambient_cell_scale, native_share_penalty, native_share_power, ambient_adversary
+        As in :class:`AmbientRegularizedSCVI` (defaults True, 0.024, 0.75, 0), for every modality
+        with a background; the adversary reads the joint latent.
     ambient_profile
         Optional dict ``{modality: DataFrame}`` of measured soups (features x ambient
         categories), e.g. the ADT counts of empty droplets
@@ -141,6 +141,7 @@ class RegularizedMultimodalVI(ModalityAttributionMixin, RegularizedModelBase):
         ambient_cell_scale: bool = C.AMBIENT_CELL_SCALE,
         native_share_penalty: float = C.NATIVE_SHARE_PENALTY,
         native_share_power: float = C.NATIVE_SHARE_POWER,
+        ambient_adversary: float = C.AMBIENT_ADVERSARY,
         primary_modality: str | None = C.PRIMARY_MODALITY,
         detach_primary: bool | None = None,
         secondary_kl_weight: float | None = None,
@@ -154,7 +155,7 @@ class RegularizedMultimodalVI(ModalityAttributionMixin, RegularizedModelBase):
             primary_modality = names[0] if latent_mode == "concatenation" else None
         detach_primary, secondary_kl_weight = primary_options(primary_modality, detach_primary, secondary_kl_weight)
         forms = per_modality(ambient_background, names, lambda m: C.AMBIENT_BACKGROUND, "ambient_background", str)
-        ambient = ambient_options(forms, ambient_cell_scale, native_share_penalty, native_share_power)
+        ambient = ambient_options(forms, ambient_cell_scale, native_share_penalty, native_share_power, ambient_adversary)
         self._init_kwargs = {
             "n_hidden": n_hidden, "n_latent": n_latent, "n_layers": n_layers, "dropout_rate": dropout_rate,
             "latent_mode": latent_mode, "additive_background": additive_background,

@@ -20,6 +20,7 @@ import math
 
 import torch
 from scvi.module.base import BaseModuleClass, LossOutput
+from torch import nn
 from torch.distributions import Normal, kl_divergence
 
 from regularizedvi import _constants as C
@@ -32,6 +33,18 @@ def standard_normal_like(q: Normal) -> Normal:
     return Normal(torch.zeros_like(q.loc), torch.ones_like(q.scale), validate_args=False)
 
 
+class _ReverseGradient(torch.autograd.Function):
+    """Identity in the forward pass; the gradient's sign flipped in the backward pass."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -grad
+
+
 class ModalityVAE(BaseModuleClass):
     """Base class of the modules: modality-keyed inference, generative pass, loss, marginal LL.
 
@@ -39,7 +52,8 @@ class ModalityVAE(BaseModuleClass):
     ``n_latent``, ``native_share_penalty`` and ``native_share_power`` and implement the methods named in the module
     docstring (and :meth:`ambient_scale_encoder_of`). A modality with an ambient background
     adds two per-cell terms to the loss (:meth:`_ambient_penalties`), reported in
-    ``kl_local``.
+    ``kl_local``; with the ambient adversary on (:meth:`_init_ambient_adversary`) a third,
+    ``ambient_adversary``.
 
     :meth:`loss` reads four hooks that a subclass (e.g. a benchmark variant) may override;
     here they give the ELBO itself: :meth:`_reconstruction_weight` (1.0),
@@ -100,6 +114,53 @@ class ModalityVAE(BaseModuleClass):
             for part in modules:
                 if part is not None:
                     _streams.bind(part, self.random_streams[m])
+
+    def _init_ambient_adversary(self, weight: float, n_cats_per_key) -> None:
+        """The ambient adversary (``C.AMBIENT_ADVERSARY``): with ``weight`` > 0, a classifier
+        ``n_latent -> C.AMBIENT_ADVERSARY_N_HIDDEN -> sum(n_cats_per_key)`` (one block of
+        logits per ambient key) on the latent mean, built from a seed of its own so that the
+        other parts start from the same weights with it or without it. Call after
+        :meth:`_init_streams`; ``self.n_latent`` must be set."""
+        weight = float(weight)
+        if not math.isfinite(weight) or weight < 0:
+            raise ValueError(f"ambient_adversary must be a number >= 0, got {weight!r}.")
+        self.ambient_adversary = weight
+        self.n_adversary_cats_per_key = [int(n) for n in (n_cats_per_key or ())] if weight else []
+        self.ambient_adversary_net = None
+        if not weight:
+            return
+        if not any(n >= 2 for n in self.n_adversary_cats_per_key):
+            raise ValueError(
+                f"ambient_adversary={weight:g} keeps the ambient group out of the latent, but this set-up has "
+                f"{'no ambient groups' if not self.n_adversary_cats_per_key else 'one ambient group'}"
+                " (or no modality with an additive background). Register the groups with batch_key= or "
+                "ambient_covariate_keys= in setup, or leave ambient_adversary=0.")
+        seed = _streams.stream_seed(self._stream_base, _streams.ADVERSARY_SLOT, _streams.INIT)
+        with _streams.seeded_init(seed):
+            width = C.AMBIENT_ADVERSARY_N_HIDDEN
+            self.ambient_adversary_net = nn.Sequential(
+                nn.Linear(self.n_latent, width), nn.ReLU(), nn.Linear(width, sum(self.n_adversary_cats_per_key)))
+
+    def _adversary_axes(self) -> dict[str, tuple[int, str, int]]:
+        """The adversary's output layer, indexed by ambient categories (query surgery)."""
+        if getattr(self, "ambient_adversary_net", None) is None:
+            return {}
+        return {f"ambient_adversary_net.2.{p}": (0, K.AMBIENT, 0) for p in ("weight", "bias")}
+
+    def _ambient_adversary_term(self, tensors, qz: Normal) -> torch.Tensor | None:
+        """Per cell, ``ambient_adversary`` x the adversary's cross-entropy (summed over ambient
+        keys) on the latent mean seen through a gradient reversal: one loss in which the
+        classifier learns to predict the group while the encoder learns to hide it."""
+        net = getattr(self, "ambient_adversary_net", None)
+        if net is None:
+            return None
+        codes = self._to(tensors[K.AMBIENT]).long()
+        logits = net(_ReverseGradient.apply(qz.loc))
+        ce, start = 0.0, 0
+        for k, n in enumerate(self.n_adversary_cats_per_key):
+            ce = ce + nn.functional.cross_entropy(logits[:, start:start + n], codes[:, k], reduction="none")
+            start += n
+        return self.ambient_adversary * ce
 
     def _stream(self, name: str):
         """Modality ``name``'s random stream in training; None (torch's global generator) in
@@ -240,6 +301,10 @@ class ModalityVAE(BaseModuleClass):
         extra = self._extra_penalties(tensors, inference_outputs, generative_outputs, kl_weight, kl_local)
         if extra is not None:
             penalties = penalties + extra
+        adversary = self._ambient_adversary_term(tensors, qz)
+        if adversary is not None:
+            kl_local["ambient_adversary"] = adversary
+            penalties = penalties + adversary
         kl_global = sum(self.observation_of(m).global_penalty() for m in self.modality_names)
         loss = torch.mean(total_reconstruction + kl_weight * (kl_z + kl_l_total) + penalties) + kl_global / n_obs
         if len(reconstruction) == 1:

@@ -125,6 +125,7 @@ class RegularizedMultimodalVAE(ModalityVAE):
         primary_modality: str | None = None,
         detach_primary: bool = False,
         secondary_kl_weight: float = 1.0,
+        ambient_adversary: float = C.AMBIENT_ADVERSARY,
     ):
         super().__init__()
         self.native_share_penalty = float(native_share_penalty)
@@ -216,6 +217,9 @@ class RegularizedMultimodalVAE(ModalityVAE):
             self._bind_streams({m: [self.encoders[m] if m in self.encoders else None, self.library_encoders[m],
                                     self.decoders[m], self.observations[m],
                                     self.ambient_scale_encoder_of(m)]})
+        # the adversary predicts the ambient groups of the modalities that have a background
+        self._init_ambient_adversary(ambient_adversary, next(
+            (n_ambient_cats_per_key[m] for m in names if self.observations[m].use_background), ()))
         if mean_profiles is not None:
             for m in names:
                 background_total = C.BACKGROUND_INIT_FRACTION if self.observations[m].use_background else 0.0
@@ -318,4 +322,5 @@ class RegularizedMultimodalVAE(ModalityVAE):
                 axes.update(self.encoders[m].body.covariate_axes(f"encoders.{m}.body", K.ENCODER))
         if self.latent_mode == "single_encoder":
             axes.update(self.joint_encoder.body.covariate_axes("joint_encoder.body", K.ENCODER))
+        axes.update(self._adversary_axes())
         return axes

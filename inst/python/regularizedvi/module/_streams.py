@@ -27,6 +27,8 @@ import torch
 INIT, TRAINING = 0, 1
 # the slot of parts that belong to no modality (the single-encoder mode's joint encoder)
 SHARED_SLOT = 1 << 16
+# the slot of the ambient adversary's classifier (built only when it is on)
+ADVERSARY_SLOT = SHARED_SLOT + 1
 
 
 def module_seed() -> int:

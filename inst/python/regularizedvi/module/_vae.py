@@ -44,6 +44,7 @@ class RegularizedVAE(ModalityVAE):
         ambient_cell_scale: bool = C.AMBIENT_CELL_SCALE,
         native_share_penalty: float = C.NATIVE_SHARE_PENALTY,
         native_share_power: float = C.NATIVE_SHARE_POWER,
+        ambient_adversary: float = C.AMBIENT_ADVERSARY,
     ):
         super().__init__()
         self.modality_names = [SINGLE_MODALITY]
@@ -73,6 +74,8 @@ class RegularizedVAE(ModalityVAE):
             self.ambient_scale_encoder = AmbientScaleEncoder(n_input) if use_scale else None
         self._bind_streams({SINGLE_MODALITY: [self.encoder, self.library_encoder, self.decoder, self.observation,
                                               self.ambient_scale_encoder]})
+        self._init_ambient_adversary(ambient_adversary,
+                                     n_ambient_cats_per_key if self.observation.use_background else ())
         if mean_profile is not None:
             background_total = C.BACKGROUND_INIT_FRACTION if self.observation.use_background else 0.0
             self.decoder.init_output(mean_profile * (1 - background_total))
@@ -166,4 +169,5 @@ class RegularizedVAE(ModalityVAE):
         for prefix, net, key in (("decoder.body", self.decoder.body, K.NN_CONDITIONING),
                                  ("encoder.body", self.encoder.body, K.ENCODER)):
             axes.update(net.covariate_axes(prefix, key))
+        axes.update(self._adversary_axes())
         return axes
