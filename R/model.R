@@ -130,7 +130,7 @@
 #'   to predict each cell's ambient group (`batch` / `ambient`) while the
 #'   encoder learns to hide it, so that each group's soup is left to the
 #'   background rather than expressed by the decoder. On the package's
-#'   semi-synthetic benchmarks a weight of 10 roughly halves the error of the
+#'   semi-synthetic benchmarks a weight of 20 roughly halves the error of the
 #'   contamination fraction with 2-4 samples, but lowers cell-type purity of
 #'   the latent where composition differs between samples; it does not help
 #'   with many samples or with `nn.conditioning` on the sample. Meant for

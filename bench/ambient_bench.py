@@ -107,7 +107,8 @@ def main(argv=None) -> None:
                 rng = np.random.default_rng(seed)
                 n = design.observed.shape[0]
                 heldout = np.sort(rng.choice(n, int(round(HELDOUT_FRACTION * n)), replace=False))
-            for method in expand_methods(args.methods, args.variants, design) + (["scvi"] if args.heldout else []):
+            methods = expand_methods(args.methods, args.variants, design) + (["scvi"] if args.heldout else [])
+            for method in dict.fromkeys(methods):  # "scvi" once, also when named in --methods
                 if (name, seed, method) in done:
                     continue
                 start = time.perf_counter()

@@ -66,9 +66,9 @@ NATIVE_SHARE_POWER = 0.75
 # cross-entropy joins the loss; the encoder thereby keeps the group out of z. Without it the
 # latent carries the sample, the batch-free decoder expresses each sample's soup, and the
 # background recovers a compressed range of contamination. On the semi-synthetic designs of
-# bench/ambient_bench.py a weight of 10 halves the fraction error with 2-4 samples (3 seeds)
-# but costs kNN purity (up to 0.044: cell types do differ between samples) and does not help
-# with 16 samples or with the sample in the decoder: see bench/records/ambient/ambient_adv_s11.md and the README's ambient
+# bench/ambient_bench.py a weight of 20 halves the fraction error with 2-4 samples (3 seeds)
+# but costs kNN purity (0.035-0.049: cell types do differ between samples) and does not help
+# with 16 samples or with the sample in the decoder: see bench/README.md and the README's ambient
 # section before turning it on. AMBIENT_ADVERSARY_N_HIDDEN: the classifier's width.
 AMBIENT_ADVERSARY = 0.0
 AMBIENT_ADVERSARY_N_HIDDEN = 32

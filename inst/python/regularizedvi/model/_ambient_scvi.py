@@ -85,10 +85,10 @@ class AmbientRegularizedSCVI(RegularizedModelBase):
         while the encoder, through a gradient reversal, learns to hide it; the loss gains
         this weight x the classifier's cross-entropy. It lets the background, not the
         decoder, explain each group's soup: on the semi-synthetic designs of
-        ``bench/ambient_bench.py`` with 2-4 samples a weight of 10 halves the error of
-        the contamination fraction (0.025-0.042 against 0.060-0.075; cellbench2 0.094
-        against 0.115) and mixes the samples more, at a cost in cell-type purity of the
-        latent (up to 0.044) where cell-type composition differs between groups: it
+        ``bench/ambient_bench.py`` with 2-4 samples a weight of 20 halves the error of
+        the contamination fraction (0.011-0.064 against 0.060-0.115) and mixes the
+        samples more, at a cost in cell-type purity of the latent (0.035-0.049) where
+        cell-type composition differs between groups: it
         removes what tells the groups apart, biology included. No gain with 16 samples
         or with the group also in ``nn_conditioning_covariate_keys``. Meant for
         estimating and removing contamination; see the README (ambient section). Needs
