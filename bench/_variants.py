@@ -24,6 +24,7 @@ Variants:
             package default K = 3; covx1 = plain weights)
   wu<N>     KL warm-up over N epochs (default 400)
   drop<P>   dropout rate P/100 (default 10)
+  adv<W>    the package's ambient adversary, ambient_adversary=W (default 0: off)
   rate<A>_<B>  dispersion-rate hyper-prior lambda ~ Gamma(A, B) instead of Gamma(9, 3)
             (decimal point written "p": rate1_0p1 = Gamma(1, 0.1))
   nodisp    no dispersion prior at all (theta a point estimate per feature and group, like
@@ -235,6 +236,8 @@ def apply(name: str, batch_key: str = BATCH) -> dict:
             from regularizedvi import _constants as C
 
             C.LIBRARY_PRIOR_VARIANCE_SCALE = int(part[6:]) / 10
+        elif part.startswith("adv"):
+            MODEL_KWARGS["ambient_adversary"] = float(part[3:])
         elif part.startswith("drop"):
             MODEL_KWARGS["dropout_rate"] = int(part[4:]) / 100
         else:
