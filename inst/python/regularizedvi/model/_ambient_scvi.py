@@ -88,8 +88,8 @@ class AmbientRegularizedSCVI(RegularizedModelBase):
         ``bench/ambient_bench.py`` with 2-4 samples a weight of 20 halves the error of
         the contamination fraction (0.011-0.064 against 0.060-0.115) and mixes the
         samples more, at a cost in cell-type purity of the latent (0.035-0.049) where
-        cell-type composition differs between groups: it
-        removes what tells the groups apart, biology included. No gain with 16 samples
+        cell-type composition differs between groups: it removes what tells the groups
+        apart, biology included. No gain with 16 samples
         or with the group also in ``nn_conditioning_covariate_keys``. Meant for
         estimating and removing contamination; see the README (ambient section). Needs
         two or more ambient groups.

@@ -25,7 +25,7 @@ from regularizedvi.data._covariates import CovariateDesign
 from regularizedvi.model._outputs import ModalityOutputsMixin
 from regularizedvi.model._save_load import SafeSaveLoadMixin
 from regularizedvi.model._training import RegularizedTrainingMixin
-from regularizedvi.model._utils import count_statistics, n_cats_per_key
+from regularizedvi.model._utils import check_nonnegative, count_statistics, n_cats_per_key
 
 
 # ---------------------------------------------------------------------- registration
@@ -148,26 +148,13 @@ def ambient_options(ambient_background, ambient_cell_scale, native_share_penalty
     for form in forms:
         if form not in ("profile", "free"):
             raise ValueError(f"ambient_background must be 'profile' or 'free', not {form!r}.")
-    penalty = float(native_share_penalty)
-    if not np.isfinite(penalty) or penalty < 0:
-        raise ValueError(f"native_share_penalty must be a number >= 0, got {native_share_penalty!r}.")
+    penalty = check_nonnegative(native_share_penalty, "native_share_penalty")
     power = float(native_share_power)
     if not np.isfinite(power) or not 0 <= power <= 1:
         raise ValueError(f"native_share_power must be a number in [0, 1], got {native_share_power!r}.")
-    adversary = _number(ambient_adversary, "ambient_adversary")
-    if not np.isfinite(adversary) or adversary < 0:
-        raise ValueError(f"ambient_adversary must be a number >= 0 (0: off), got {ambient_adversary!r}.")
+    adversary = check_nonnegative(ambient_adversary, "ambient_adversary")
     return {"ambient_background": ambient_background, "ambient_cell_scale": bool(ambient_cell_scale),
             "native_share_penalty": penalty, "native_share_power": power, "ambient_adversary": adversary}
-
-
-def _number(value, name: str) -> float:
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be a number, got {value!r}.")
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number, got {value!r}.") from None
 
 
 def ambient_row_names(manager: AnnDataManager) -> list[str]:

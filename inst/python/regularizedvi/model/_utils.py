@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import numbers
 
 import numpy as np
@@ -146,6 +147,14 @@ def check_rate(value, name: str) -> float:
     """A dropout rate in [0, 1)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= float(value) < 1:
         raise ValueError(f"{name} must be a number in [0, 1), got {value!r}.")
+    return float(value)
+
+
+def check_nonnegative(value, name: str) -> float:
+    """A finite number >= 0 (a weight; 0: off)."""
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value))
+            or float(value) < 0):
+        raise ValueError(f"{name} must be a number >= 0 (0: off), got {value!r}.")
     return float(value)
 
 

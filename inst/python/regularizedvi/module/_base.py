@@ -120,10 +120,9 @@ class ModalityVAE(BaseModuleClass):
         ``n_latent -> C.AMBIENT_ADVERSARY_N_HIDDEN -> sum(n_cats_per_key)`` (one block of
         logits per ambient key) on the latent mean, built from a seed of its own so that the
         other parts start from the same weights with it or without it. Call after
-        :meth:`_init_streams`; ``self.n_latent`` must be set."""
+        :meth:`_init_streams`; ``self.n_latent`` must be set. ``weight`` is checked by the
+        model (``model._base.ambient_options``)."""
         weight = float(weight)
-        if not math.isfinite(weight) or weight < 0:
-            raise ValueError(f"ambient_adversary must be a number >= 0, got {weight!r}.")
         self.ambient_adversary = weight
         self.n_adversary_cats_per_key = [int(n) for n in (n_cats_per_key or ())] if weight else []
         self.ambient_adversary_net = None
@@ -143,7 +142,7 @@ class ModalityVAE(BaseModuleClass):
 
     def _adversary_axes(self) -> dict[str, tuple[int, str, int]]:
         """The adversary's output layer, indexed by ambient categories (query surgery)."""
-        if getattr(self, "ambient_adversary_net", None) is None:
+        if self.ambient_adversary_net is None:
             return {}
         return {f"ambient_adversary_net.2.{p}": (0, K.AMBIENT, 0) for p in ("weight", "bias")}
 
@@ -151,7 +150,7 @@ class ModalityVAE(BaseModuleClass):
         """Per cell, ``ambient_adversary`` x the adversary's cross-entropy (summed over ambient
         keys) on the latent mean seen through a gradient reversal: one loss in which the
         classifier learns to predict the group while the encoder learns to hide it."""
-        net = getattr(self, "ambient_adversary_net", None)
+        net = self.ambient_adversary_net
         if net is None:
             return None
         codes = self._to(tensors[K.AMBIENT]).long()
