@@ -258,8 +258,13 @@ EstimateAmbientProfile <- function(raw, groupby = NULL, empty = NULL, min.counts
   reticulate::py_dict(names(values), as.list(unname(values)), convert = FALSE)
 }
 
-# `ambient.adversary`: NULL (the Python default) or one finite number >= 0.
-.ambient_adversary <- function(weight) {
+# `ambient.adversary`: NULL (the Python default) or one finite number >= 0. `labels` serve
+# the adversary alone: given without it (off by default), they would do nothing.
+.ambient_adversary <- function(weight, labels = NULL) {
+  if (!is.null(labels) && (is.null(weight) || identical(as.numeric(weight), 0))) {
+    stop("`labels` serve the ambient adversary alone, which is off: pass ambient.adversary > 0 ",
+         "(e.g. 20) with them, or leave labels = NULL.", call. = FALSE)
+  }
   if (is.null(weight)) return(NULL)
   if (length(weight) != 1 || !is.numeric(weight) || is.na(weight) || !is.finite(weight) || weight < 0) {
     stop("`ambient.adversary` must be one number >= 0 (0: off), not ", deparse(weight)[1], ".",

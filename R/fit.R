@@ -14,9 +14,9 @@
 #'   [regularizedviModel()].
 #' @param ... Further arguments of [regularizedviModel()]: `feature.scaling`,
 #'   `dispersion`, `library.size`, `encoder.covariates`,
-#'   `continuous.covariates`, `features`, `n.hidden`, `n.latent`, `n.layers`,
-#'   `dropout.rate`, `ambient.background`, `ambient.adversary` (any other
-#'   name is an error; options of training go in `train.args`).
+#'   `continuous.covariates`, `labels`, `features`, `n.hidden`, `n.latent`,
+#'   `n.layers`, `dropout.rate`, `ambient.background`, `ambient.adversary`
+#'   (any other name is an error; options of training go in `train.args`).
 #' @param ambient.profile Optional measured soup (features x ambient
 #'   categories, from [EstimateAmbientProfile()] on the raw matrix of the same
 #'   run(s)): the background's shape, so that only its amount is learned; see

@@ -54,7 +54,7 @@
 #'   batch column; `FALSE`: none).
 #' @param ... Further arguments of [regularizedviModel()]: `ambient`,
 #'   `dispersion`, `library.size`, `feature.scaling`, `encoder.covariates`,
-#'   `continuous.covariates` (columns of `metadata`), `n.hidden`, `n.latent`,
+#'   `continuous.covariates`, `labels` (columns of `metadata`), `n.hidden`, `n.latent`,
 #'   `n.layers`, `dropout.rate` (any other name is an error: options of
 #'   training go in `train.args`).
 #' @param max.epochs,accelerator,devices,batch.size Training options, see

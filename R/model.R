@@ -9,7 +9,8 @@
   dispersion = c("dispersion_key", "one"),
   library.size = c("library_size_key", "one"),
   encoder.covariates = c("encoder_covariate_keys", "many"),
-  continuous.covariates = c("continuous_covariate_keys", "many")
+  continuous.covariates = c("continuous_covariate_keys", "many"),
+  labels = c("labels_key", "one")
 )
 
 # Python setup arguments (named R list) from the R covariate arguments.
@@ -103,6 +104,14 @@
 #' @param library.size One column: groups with their own library-size prior.
 #' @param encoder.covariates Columns also given to the encoder.
 #' @param continuous.covariates Numeric columns given to encoder and decoder.
+#' @param labels One column of cell labels (cell types, or clusters such as
+#'   `seurat_clusters`) for the ambient adversary alone (`ambient.adversary` >
+#'   0): the adversary then reads each cell's label beside the latent, so it
+#'   removes only what tells the ambient groups apart within a label and keeps
+#'   the composition differences (biology) in the latent. Nothing else uses it:
+#'   without `ambient.adversary` > 0 it is an error. A query mapped with
+#'   [MapRegularizedVIQuery()] needs the column too: without labels, one
+#'   placeholder value (e.g. `"unknown"`).
 #' @param assay,layer Seurat assay (default: the default assay) and layer with
 #'   raw counts (default `"counts"`; on a split Seurat 5 assay all its
 #'   `counts.*` layers, see [as.AnnData()]).
@@ -134,7 +143,9 @@
 #'   contamination fraction with 2-4 samples, but lowers cell-type purity of
 #'   the latent where composition differs between samples; it does not help
 #'   with many samples or with `nn.conditioning` on the sample. Meant for
-#'   contamination estimates and corrected counts; see the README.
+#'   contamination estimates and corrected counts; see the README. Give
+#'   `labels` too where you have cell types or clusters: the purity cost then
+#'   mostly goes.
 #'
 #' @details Categorical covariates (`batch`, `ambient`, `nn.conditioning`,
 #'   `feature.scaling`, `dispersion`, `library.size`, `encoder.covariates`) are
@@ -160,7 +171,7 @@
 regularizedviModel <- function(object, batch = NULL, ambient = NULL, nn.conditioning = NULL,
                                feature.scaling = NULL, dispersion = NULL, library.size = NULL,
                                encoder.covariates = NULL, continuous.covariates = NULL,
-                               assay = NULL, layer = "counts", assay.type = "counts",
+                               labels = NULL, assay = NULL, layer = "counts", assay.type = "counts",
                                features = NULL, n.hidden = 128, n.latent = 10, n.layers = 1,
                                dropout.rate = 0.1, seed = 0, ambient.profile = NULL,
                                ambient.background = NULL, ambient.adversary = NULL) {
@@ -168,7 +179,7 @@ regularizedviModel <- function(object, batch = NULL, ambient = NULL, nn.conditio
                      dropout.rate = dropout.rate, seed = seed)
   .check_profile(ambient.profile)
   form <- .background_form(ambient.background)
-  adversary <- .ambient_adversary(ambient.adversary)
+  adversary <- .ambient_adversary(ambient.adversary, labels)
   parts <- .extract_counts_and_meta(object, assay = assay, layer = layer, assay.type = assay.type)
   setup <- .covariate_setup(parts)
   .check_profile_features(ambient.profile, if (is.null(features)) rownames(parts$counts) else features)

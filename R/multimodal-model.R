@@ -65,7 +65,8 @@ regularizedviMultimodalModel <- function(object, assays = NULL, altexps = NULL, 
                                          ambient = NULL, nn.conditioning = NULL,
                                          feature.scaling = NULL, dispersion = NULL,
                                          library.size = NULL, encoder.covariates = NULL,
-                                         continuous.covariates = NULL, layer = "counts",
+                                         continuous.covariates = NULL, labels = NULL,
+                                         layer = "counts",
                                          main.name = NULL, assay.type = "counts", features = NULL,
                                          n.hidden = 128, n.latent = 10, n.layers = 1,
                                          dropout.rate = 0.1,
@@ -84,7 +85,7 @@ regularizedviMultimodalModel <- function(object, assays = NULL, altexps = NULL, 
     stats::setNames(nm = names(parts$counts)),
     function(m) if (is.null(features[[m]])) rownames(parts$counts[[m]]) else features[[m]]))
   form <- .background_form(ambient.background, names(parts$counts))
-  adversary <- .ambient_adversary(ambient.adversary)
+  adversary <- .ambient_adversary(ambient.adversary, labels)
   setup <- .covariate_setup(parts)
   mdata <- .parts_to_mudata(parts, features = features, categorical = setup$columns$categorical,
                             continuous = setup$columns$continuous)

@@ -32,6 +32,12 @@ def _adata(design):
                       var=pd.DataFrame(index=design.genes.astype(str)))
 
 
+def pd_categorical(codes: np.ndarray):
+    import pandas as pd
+
+    return pd.Categorical([f"l{c}" for c in codes])
+
+
 def sample_codes(design) -> np.ndarray:
     """Index of each cell's sample in ``design.samples``."""
     pos = {s: i for i, s in enumerate(design.samples)}
@@ -147,6 +153,9 @@ def regularizedvi(design, variant: str = "default", seed: int = 0, epochs: int |
     if design.nn:
         setup["nn_conditioning_covariate_keys"] = ["sample"]
     setup.update(spec.setup_kwargs)
+    if spec.adv_labels:  # the adversary's labels (the package's labels_key)
+        a.obs[V.ADV_LABEL] = pd_categorical(V.adversary_labels(design, spec.adv_labels, seed))
+        setup["labels_key"] = V.ADV_LABEL
     spec.model_cls.setup_anndata(a, **setup)
     model_kwargs = dict(spec.model_kwargs)
     if spec.measured or spec.truesoup:

@@ -39,6 +39,13 @@ tokens applied to the documented model (``AmbientRegularizedSCVI``, ``batch_key=
              group on the latent mean behind a gradient reversal, so that z carries as little
              of the group as the fit allows and the group-specific soup is left to the
              background (session 10 screened a copy of it patched onto the model here)
+  advlab     with adv<W>: the package's ``labels_key`` = each cell's TRUE cell type: the
+             adversary's classifier reads the label (one-hot) beside the reversed latent, so
+             that the encoder only has to hide what tells the groups apart WITHIN a type and
+             composition differences between groups stay in z (session 12 first ran it as a
+             patch of the same loss; records say which)
+  advclu<K>  the same with K k-means clusters of the data as the labels (log1p of counts per
+             10k, 20 principal components, seeded): what a user without cell types gets
   measured   the package's ``ambient_profile=``: the design's empty-droplet profiles (one
              column per sample) given to the model as its soup shapes (designs that have one)
   shrink<R>  the package's profile background with a per-gene shrink: s_eg = a_e q_eg exp(-u_eg),
@@ -85,6 +92,7 @@ class Spec:
     measured: bool = False
     truesoup: bool = False
     shrink: float = 0.0
+    adv_labels: str = ""  # "lab" (true cell types) or "clu<K>" (k-means clusters)
     setup_kwargs: dict = field(default_factory=dict)
 
     def after_init(self, model, design) -> None:
@@ -295,6 +303,23 @@ def _add_shrink(model, rate: float) -> None:
     obs.global_penalty = global_penalty
 
 
+ADV_LABEL = "adv_label"  # obs column of the adversary's labels
+
+
+def adversary_labels(design, kind: str, seed: int) -> np.ndarray:
+    """Integer label per cell: the true cell types ("lab") or K k-means clusters ("clu<K>")."""
+    if kind == "lab":
+        return np.unique(design.cell_type, return_inverse=True)[1]
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import TruncatedSVD
+
+    X = design.observed.tocsr().astype(np.float64)
+    X = X.multiply(1e4 / np.asarray(X.sum(1)).ravel()[:, None]).tocsr()
+    X.data = np.log1p(X.data)
+    pcs = TruncatedSVD(20, random_state=seed).fit_transform(X)
+    return KMeans(int(kind[3:]), n_init=10, random_state=seed).fit_predict(pcs)
+
+
 def background_matrix(model) -> torch.Tensor:
     obs = model.module.observation
     if not hasattr(obs, "soup_shape") and hasattr(obs, "background_table"):
@@ -353,10 +378,16 @@ def build(variant: str) -> Spec:
             spec.setup_kwargs["encoder_covariate_keys"] = ["sample"]
         elif m := re.fullmatch(r"adv(\d+(?:\.\d+)?)", token):
             spec.model_kwargs["ambient_adversary"] = float(m.group(1))
+        elif token == "advlab":
+            spec.adv_labels = "lab"
+        elif m := re.fullmatch(r"advclu(\d+)", token):
+            spec.adv_labels = f"clu{m.group(1)}"
         elif m := re.fullmatch(r"shrink(\d+(?:\.\d+)?)", token):
             spec.shrink = float(m.group(1))
         else:
             raise ValueError(f"unknown variant token {token!r} in {variant!r}")
+    if spec.adv_labels and not spec.model_kwargs.get("ambient_adversary"):
+        raise ValueError(f"{variant!r}: advlab / advclu<K> condition the adversary: add adv<W>")
     if spec.shrink and (spec.tied or spec.native or spec.empty):
         raise ValueError(f"{variant!r}: shrink<R> acts on the package's own background and cannot be "
                          "combined with tied, native or empty (they replace that background)")

@@ -131,3 +131,83 @@ def test_multimodal_model_takes_it_and_refuses_it_without_a_background():
     with pytest.raises(ValueError, match="no modality with an additive background"):
         rv.RegularizedMultimodalVI(mdata, n_hidden=32, n_latent=4, ambient_adversary=3.0,
                                    additive_background={"rna": False, "atac": False})
+
+
+# ---------------------------------------------------------------- labels_key (conditioned adversary)
+def _labelled(adata, weight, labels="cell_type"):
+    seed_everything(0)
+    rv.AmbientRegularizedSCVI.setup_anndata(adata, batch_key="batch", labels_key=labels)
+    return rv.AmbientRegularizedSCVI(adata, n_hidden=32, n_latent=5, ambient_adversary=weight)
+
+
+def test_labels_are_read_beside_the_reversed_latent(simulated):
+    model = _labelled(simulated.copy(), 2.0)
+    module = model.module
+    n_types = simulated.obs["cell_type"].nunique()
+    assert module.n_adversary_labels == n_types
+    assert module.ambient_adversary_net[0].in_features == module.n_latent + n_types
+    tensors = next(iter(model._make_data_loader(model.adata, batch_size=64, shuffle=False)))
+    qz = module.inference(**module._get_inference_input(tensors))["qz"]
+    term = module._ambient_adversary_term(tensors, qz)
+    # by hand: the classifier on [z mean, one-hot label], cross-entropy against the batch
+    labels = torch.nn.functional.one_hot(tensors[K.LABELS].long().reshape(-1), n_types).float()
+    logits = module.ambient_adversary_net(torch.cat([qz.loc, labels], -1))
+    expected = 2.0 * torch.nn.functional.cross_entropy(logits, tensors[K.AMBIENT][:, 0].long(), reduction="none")
+    torch.testing.assert_close(term, expected)
+    # the labels' columns of the input layer learn as the classifier does (no reversal on data)
+    w = module.ambient_adversary_net[0].weight
+    g_term, = torch.autograd.grad(term.mean(), [w], retain_graph=True)
+    g_hand, = torch.autograd.grad(expected.mean(), [w])
+    torch.testing.assert_close(g_term, g_hand)
+    assert g_term[:, module.n_latent:].abs().sum() > 0
+    # without labels_key the same set-up reads the latent alone
+    assert _model(simulated.copy(), 2.0).module.ambient_adversary_net[0].in_features == module.n_latent
+
+
+def test_labels_without_the_adversary_warn_and_are_not_used(simulated):
+    with pytest.warns(UserWarning, match="labels_key='cell_type' is registered, but ambient_adversary=0"):
+        model = _labelled(simulated.copy(), 0.0)
+    assert model.module.ambient_adversary_net is None and model.module.n_adversary_labels == 0
+
+
+def test_bad_labels_keys_are_refused(simulated):
+    adata = simulated.copy()
+    adata.obs["depth"] = np.asarray(adata.X.sum(1)).ravel() / 7.0
+    with pytest.raises(ValueError, match="column 'depth' is numeric with non-integer values"):
+        rv.AmbientRegularizedSCVI.setup_anndata(adata, batch_key="batch", labels_key="depth")
+    with pytest.raises(TypeError, match="labels_key takes one obs column name"):
+        rv.AmbientRegularizedSCVI.setup_anndata(adata, batch_key="batch", labels_key=["cell_type"])
+
+
+def test_labels_save_load_and_a_query_without_labels(simulated, tmp_path):
+    ref = simulated[simulated.obs["batch"] != "batch_2"].copy()
+    query = simulated[simulated.obs["batch"] == "batch_2"].copy()
+    reference = _labelled(ref, 4.0)
+    reference.train(max_epochs=3, **QUIET)
+    reference.save(tmp_path / "ref")
+    loaded = rv.AmbientRegularizedSCVI.load(tmp_path / "ref", adata=ref)
+    np.testing.assert_array_equal(loaded.get_latent_representation(), reference.get_latent_representation())
+    del query.obs["cell_type"]
+    with pytest.raises(ValueError, match=r"labels_key='cell_type'.*no obs column 'cell_type'.*'unknown'"):
+        rv.AmbientRegularizedSCVI.load_query_data(query, tmp_path / "ref")
+    query.obs["cell_type"] = "unknown"
+    first = reference.module.ambient_adversary_net[0].weight.detach().clone()
+    mapped = rv.AmbientRegularizedSCVI.load_query_data(query, tmp_path / "ref")
+    layer = mapped.module.ambient_adversary_net[0]
+    assert layer.in_features == first.shape[1] + 1  # the placeholder is a new label
+    mapped.train(max_epochs=2, **QUIET)
+    # the reference's columns (latent and labels) stay as they were
+    assert torch.equal(layer.weight[:, :first.shape[1]].detach(), first)
+    assert np.isfinite(mapped.get_latent_representation()).all()
+
+
+def test_multimodal_model_reads_labels_too():
+    mdata = fresh_copy(rv.simulate_multiome(n_cells=300, n_genes=100, n_peaks=150, n_types_a=3, n_types_b=2,
+                                            n_batches=2, seed=0))
+    mdata.obs["lab"] = np.where(np.arange(mdata.n_obs) % 3 == 0, "x", "y")
+    seed_everything(0)
+    rv.RegularizedMultimodalVI.setup_mudata(mdata, modalities=["rna", "atac"], batch_key="batch", labels_key="lab")
+    model = rv.RegularizedMultimodalVI(mdata, n_hidden=32, n_latent=4, ambient_adversary=3.0)
+    assert model.module.ambient_adversary_net[0].in_features == model.module.n_latent + 2
+    model.train(max_epochs=2, **QUIET)
+    assert np.isfinite(model.get_latent_representation()).all()

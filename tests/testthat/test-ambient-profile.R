@@ -163,6 +163,28 @@ test_that("ambient.adversary reaches either model; bad weights and a single grou
   expect_identical(reticulate::py_to_r(multi$py$module$ambient_adversary), 3)
 })
 
+test_that("labels reach the adversary of either model; without the adversary they are refused", {
+  skip_if_no_regularizedvi()
+  obj <- pbmc()
+  obj$lab <- as.character(obj$letter.idents)  # a column name without dots (see .setup_args)
+  model <- regularizedviModel(obj, batch = "groups", labels = "lab", ambient.adversary = 2,
+                              n.hidden = 8, n.latent = 2)
+  expect_identical(reticulate::py_to_r(model$py$module$n_adversary_labels), 2L)  # A, B
+  expect_identical(reticulate::py_to_r(model$py$module$ambient_adversary_net[[0]]$in_features), 4L)
+  expect_error(regularizedviModel(obj, batch = "groups", labels = "lab", n.hidden = 8, n.latent = 2),
+               "`labels` serve the ambient adversary alone, which is off: pass ambient.adversary > 0")
+  expect_error(regularizedviModel(obj, batch = "groups", labels = c("groups", "lab"), ambient.adversary = 1),
+               "`labels` takes exactly one column, got 2")
+  expect_error(regularizedviModel(obj, batch = "groups", labels = "no_such_column", ambient.adversary = 1),
+               "'no_such_column'.*not found")
+  fit <- do.call(RunRegularizedVI, c(list(obj, batch = "groups", labels = "lab",
+                                          ambient.adversary = 1), tiny_fit))
+  expect_identical(dim(SeuratObject::Embeddings(fit, "regularizedvi")), c(ncol(obj), 4L))
+  multi <- regularizedviMultimodalModel(citeseq(), assays = c("RNA", "ADT"), batch = "groups",
+                                        labels = "groups", ambient.adversary = 3, n.hidden = 8, n.latent = 2)
+  expect_identical(reticulate::py_to_r(multi$py$module$n_adversary_labels), 2L)
+})
+
 test_that("multimodal: ambient.profile per modality, foreground probabilities in [0, 1]", {
   skip_if_no_regularizedvi()
   obj <- citeseq()

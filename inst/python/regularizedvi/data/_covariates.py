@@ -38,11 +38,12 @@ class CovariateDesign:
     library_size_key: str | None = None
     encoder_covariate_keys: list[str] = field(default_factory=list)
     continuous_covariate_keys: list[str] = field(default_factory=list)
+    labels_key: str | None = None
 
     def categorical_keys(self) -> list[str]:
         keys = (self.ambient_covariate_keys + self.nn_conditioning_covariate_keys
                 + self.feature_scaling_covariate_keys + self.encoder_covariate_keys
-                + [k for k in (self.dispersion_key, self.library_size_key) if k])
+                + [k for k in (self.dispersion_key, self.library_size_key, self.labels_key) if k])
         return list(dict.fromkeys(keys))
 
 
@@ -55,6 +56,7 @@ def resolve_covariate_design(
     library_size_key: str | None = None,
     encoder_covariate_keys=None,
     continuous_covariate_keys=None,
+    labels_key: str | None = None,
 ) -> CovariateDesign:
     """Apply the spec's fan-out rules and reject contradictory combinations."""
     purpose = {
@@ -69,7 +71,8 @@ def resolve_covariate_design(
             "ambient_covariate_keys=[batch_key], dispersion_key=batch_key and "
             "library_size_key=batch_key. Use either batch_key alone or the purpose-specific keys."
         )
-    for name, value in (("dispersion_key", dispersion_key), ("library_size_key", library_size_key)):
+    for name, value in (("dispersion_key", dispersion_key), ("library_size_key", library_size_key),
+                        ("labels_key", labels_key)):
         if value is not None and not isinstance(value, str):
             raise TypeError(f"{name} takes one obs column name (a string), got {value!r}.")
     if batch_key is not None:
@@ -92,4 +95,5 @@ def resolve_covariate_design(
         library_size_key=library_size_key,
         encoder_covariate_keys=encoder_keys,
         continuous_covariate_keys=_as_list(continuous_covariate_keys),
+        labels_key=labels_key,
     )

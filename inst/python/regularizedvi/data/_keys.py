@@ -8,6 +8,7 @@ DISPERSION = "dispersion_group"
 LIBRARY = "library_group"
 ENCODER = "encoder_covs"
 CONTINUOUS = "continuous_covs"
+LABELS = "adversary_labels"  # read by the ambient adversary alone
 
 
 def stored_positions(key: str) -> str:

@@ -11,6 +11,7 @@ from regularizedvi import _constants as C
 from regularizedvi.data import _keys as K
 from regularizedvi.model._base import (
     RegularizedModelBase,
+    adversary_label_count,
     ambient_options,
     ambient_row_names,
     continuous_columns,
@@ -152,6 +153,7 @@ class AmbientRegularizedSCVI(RegularizedModelBase):
             n_scaling_cats_per_key=n_cats_per_key(manager, K.FEATURE_SCALING),
             n_dispersion_groups=n_dispersion_groups,
             regularise_background=regularise_background,
+            n_adversary_labels=adversary_label_count(manager, ambient["ambient_adversary"]),
             **ambient,
         )
         self.module.observation.init_background(profiles)
@@ -178,6 +180,7 @@ class AmbientRegularizedSCVI(RegularizedModelBase):
         library_size_key: str | None = None,
         encoder_covariate_keys: list[str] | None = None,
         continuous_covariate_keys: list[str] | None = None,
+        labels_key: str | None = None,
         **kwargs,
     ):
         """Register an AnnData: which counts, and which obs columns drive which component.
@@ -213,6 +216,15 @@ class AmbientRegularizedSCVI(RegularizedModelBase):
             Columns also given to the encoder (off by default: a batch-free encoder).
         continuous_covariate_keys
             Numeric columns given to encoder and decoder (e.g. percent mitochondrial).
+        labels_key
+            One column of cell labels (cell types, or clusters of a first model or of PCA)
+            for the ambient adversary alone (``ambient_adversary`` > 0), which then reads
+            each cell's label beside the latent: it can predict the ambient group from the
+            label where groups differ in composition, so the encoder hides only what tells
+            the groups apart within a label and keeps the biology. Nothing else uses the
+            labels (a warning says so when the adversary is off). Data given to a model set
+            up with it later (``load``, ``load_query_data``, outputs) need the column too; a
+            query without labels can take one placeholder value, e.g. ``"unknown"``.
 
         Without ``batch_key`` or purpose-specific keys, every component has one group.
         """

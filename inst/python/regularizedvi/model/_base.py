@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,6 +62,7 @@ def covariate_fields(design: CovariateDesign, mudata: bool) -> list:
     else:
         joint, one = scvi_fields.CategoricalJointObsField, scvi_fields.CategoricalObsField
         numeric = scvi_fields.NumericalJointObsField
+    labels = [one(K.LABELS, design.labels_key)] if design.labels_key else []  # none in earlier files
     return [
         joint(K.AMBIENT, design.ambient_covariate_keys or None),
         joint(K.NN_CONDITIONING, design.nn_conditioning_covariate_keys or None),
@@ -69,7 +71,7 @@ def covariate_fields(design: CovariateDesign, mudata: bool) -> list:
         one(K.LIBRARY, design.library_size_key),
         joint(K.ENCODER, design.encoder_covariate_keys or None),
         numeric(K.CONTINUOUS, design.continuous_covariate_keys or None),
-    ]
+    ] + labels
 
 
 # Keyword arguments a set-up passes on to scvi-tools (when a query or a loaded model reuses a
@@ -155,6 +157,20 @@ def ambient_options(ambient_background, ambient_cell_scale, native_share_penalty
     adversary = check_nonnegative(ambient_adversary, "ambient_adversary")
     return {"ambient_background": ambient_background, "ambient_cell_scale": bool(ambient_cell_scale),
             "native_share_penalty": penalty, "native_share_power": power, "ambient_adversary": adversary}
+
+
+def adversary_label_count(manager: AnnDataManager, ambient_adversary: float) -> int:
+    """Categories of ``labels_key`` that the ambient adversary reads (0 without the key).
+    Warns when the key is registered but the adversary is off: the labels then serve nothing."""
+    if K.LABELS not in manager.data_registry:
+        return 0
+    if not ambient_adversary:
+        key = manager.registry["setup_args"].get("labels_key")
+        warnings.warn(f"labels_key={key!r} is registered, but ambient_adversary=0: the labels serve the "
+                      "ambient adversary alone and are not used. Pass ambient_adversary > 0 (e.g. 20) to use "
+                      "them, or set up without labels_key.", UserWarning, stacklevel=3)
+        return 0
+    return len(manager.get_state_registry(K.LABELS).categorical_mapping)
 
 
 def ambient_row_names(manager: AnnDataManager) -> list[str]:

@@ -13,6 +13,7 @@ from regularizedvi.data import _keys as K
 from regularizedvi.model._attribution import ModalityAttributionMixin
 from regularizedvi.model._base import (
     RegularizedModelBase,
+    adversary_label_count,
     ambient_options,
     ambient_row_names,
     continuous_columns,
@@ -195,6 +196,7 @@ class RegularizedMultimodalVI(ModalityAttributionMixin, RegularizedModelBase):
             primary_modality=primary_modality,
             detach_primary=detach_primary,
             secondary_kl_weight=secondary_kl_weight,
+            n_adversary_labels=adversary_label_count(manager, ambient["ambient_adversary"]),
             **ambient,
         )
         if ambient_profile is not None and not isinstance(ambient_profile, dict):
@@ -246,6 +248,7 @@ class RegularizedMultimodalVI(ModalityAttributionMixin, RegularizedModelBase):
         library_size_key: str | None = None,
         encoder_covariate_keys: list[str] | None = None,
         continuous_covariate_keys: list[str] | None = None,
+        labels_key: str | None = None,
         **kwargs,
     ):
         """Register a MuData: which modalities and layers, and which ``mdata.obs`` columns drive what.
@@ -263,7 +266,7 @@ class RegularizedMultimodalVI(ModalityAttributionMixin, RegularizedModelBase):
             Layer with raw counts, one for all modalities or a dict per model name
             (``None``: ``.X``).
         batch_key, ambient_covariate_keys, nn_conditioning_covariate_keys, dispersion_key, \
-library_size_key, encoder_covariate_keys, continuous_covariate_keys
+library_size_key, encoder_covariate_keys, continuous_covariate_keys, labels_key
             Columns of ``mdata.obs``, as in :meth:`AmbientRegularizedSCVI.setup_anndata`;
             shared by all modalities (each modality has its own parameters per category).
         feature_scaling_covariate_keys

@@ -232,6 +232,14 @@ class SafeSaveLoadMixin:
     def _rebuild(cls, description: dict, adata: AnnData, extend_categories: bool):
         registry = description["registry"]
         setup_args = _format1_setup_args(description, dict(registry["setup_args"]))
+        labels_key = setup_args.get("labels_key")
+        if labels_key is not None and labels_key not in adata.obs.columns:
+            raise ValueError(
+                f"The model was set up with labels_key={labels_key!r} (the ambient adversary's labels), but "
+                f"the data have no obs column {labels_key!r}. Add it: the cells' labels or, for a query "
+                f"without labels, one placeholder value (obs[{labels_key!r}] = 'unknown'; it becomes a new "
+                "label of the query)."
+            )
         cls.setup_anndata(adata, source_registry=registry, extend_categories=extend_categories, **setup_args)
         return cls(adata, **description["init_kwargs"])
 

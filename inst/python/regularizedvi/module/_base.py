@@ -115,16 +115,20 @@ class ModalityVAE(BaseModuleClass):
                 if part is not None:
                     _streams.bind(part, self.random_streams[m])
 
-    def _init_ambient_adversary(self, weight: float, n_cats_per_key) -> None:
+    def _init_ambient_adversary(self, weight: float, n_cats_per_key, n_labels: int = 0) -> None:
         """The ambient adversary (``C.AMBIENT_ADVERSARY``): with ``weight`` > 0, a classifier
-        ``n_latent -> C.AMBIENT_ADVERSARY_N_HIDDEN -> sum(n_cats_per_key)`` (one block of
-        logits per ambient key) on the latent mean, built from a seed of its own so that the
-        other parts start from the same weights with it or without it. Call after
-        :meth:`_init_streams`; ``self.n_latent`` must be set. ``weight`` is checked by the
-        model (``model._base.ambient_options``)."""
+        ``n_latent (+ n_labels) -> C.AMBIENT_ADVERSARY_N_HIDDEN -> sum(n_cats_per_key)`` (one
+        block of logits per ambient key) on the latent mean, built from a seed of its own so
+        that the other parts start from the same weights with it or without it. With
+        ``n_labels`` > 0 it also reads each cell's label (``labels_key``, one-hot, not behind
+        the reversal): it can then predict the group from the label alone where the groups'
+        cell-type compositions differ, so that the encoder has to hide only what tells the
+        groups apart within a label. Call after :meth:`_init_streams`; ``self.n_latent`` must
+        be set. ``weight`` is checked by the model (``model._base.ambient_options``)."""
         weight = float(weight)
         self.ambient_adversary = weight
         self.n_adversary_cats_per_key = [int(n) for n in (n_cats_per_key or ())] if weight else []
+        self.n_adversary_labels = int(n_labels) if weight else 0
         self.ambient_adversary_net = None
         if not weight:
             return
@@ -138,23 +142,33 @@ class ModalityVAE(BaseModuleClass):
         with _streams.seeded_init(seed):
             width = C.AMBIENT_ADVERSARY_N_HIDDEN
             self.ambient_adversary_net = nn.Sequential(
-                nn.Linear(self.n_latent, width), nn.ReLU(), nn.Linear(width, sum(self.n_adversary_cats_per_key)))
+                nn.Linear(self.n_latent + self.n_adversary_labels, width), nn.ReLU(),
+                nn.Linear(width, sum(self.n_adversary_cats_per_key)))
 
     def _adversary_axes(self) -> dict[str, tuple[int, str, int]]:
-        """The adversary's output layer, indexed by ambient categories (query surgery)."""
+        """The adversary's output layer, indexed by ambient categories, and the label columns
+        of its input layer, indexed by labels (query surgery)."""
         if self.ambient_adversary_net is None:
             return {}
-        return {f"ambient_adversary_net.2.{p}": (0, K.AMBIENT, 0) for p in ("weight", "bias")}
+        axes = {f"ambient_adversary_net.2.{p}": (0, K.AMBIENT, 0) for p in ("weight", "bias")}
+        if self.n_adversary_labels:
+            axes["ambient_adversary_net.0.weight"] = (1, K.LABELS, self.n_latent)
+        return axes
 
     def _ambient_adversary_term(self, tensors, qz: Normal) -> torch.Tensor | None:
         """Per cell, ``ambient_adversary`` x the adversary's cross-entropy (summed over ambient
-        keys) on the latent mean seen through a gradient reversal: one loss in which the
-        classifier learns to predict the group while the encoder learns to hide it."""
+        keys) on the latent mean seen through a gradient reversal (beside the cell's one-hot
+        label with ``labels_key``): one loss in which the classifier learns to predict the
+        group while the encoder learns to hide it."""
         net = self.ambient_adversary_net
         if net is None:
             return None
         codes = self._to(tensors[K.AMBIENT]).long()
-        logits = net(_ReverseGradient.apply(qz.loc))
+        inputs = _ReverseGradient.apply(qz.loc)
+        if self.n_adversary_labels:
+            labels = self._to(tensors[K.LABELS]).long().reshape(-1)
+            inputs = torch.cat([inputs, nn.functional.one_hot(labels, self.n_adversary_labels).to(inputs.dtype)], -1)
+        logits = net(inputs)
         ce, start = 0.0, 0
         for k, n in enumerate(self.n_adversary_cats_per_key):
             ce = ce + nn.functional.cross_entropy(logits[:, start:start + n], codes[:, k], reduction="none")

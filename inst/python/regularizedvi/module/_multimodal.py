@@ -126,6 +126,7 @@ class RegularizedMultimodalVAE(ModalityVAE):
         detach_primary: bool = False,
         secondary_kl_weight: float = 1.0,
         ambient_adversary: float = C.AMBIENT_ADVERSARY,
+        n_adversary_labels: int = 0,
     ):
         super().__init__()
         self.native_share_penalty = float(native_share_penalty)
@@ -219,7 +220,8 @@ class RegularizedMultimodalVAE(ModalityVAE):
                                     self.ambient_scale_encoder_of(m)]})
         # the adversary predicts the ambient groups of the modalities that have a background
         self._init_ambient_adversary(ambient_adversary, next(
-            (n_ambient_cats_per_key[m] for m in names if self.observations[m].use_background), ()))
+            (n_ambient_cats_per_key[m] for m in names if self.observations[m].use_background), ()),
+            n_adversary_labels)
         if mean_profiles is not None:
             for m in names:
                 background_total = C.BACKGROUND_INIT_FRACTION if self.observations[m].use_background else 0.0

@@ -45,6 +45,7 @@ class RegularizedVAE(ModalityVAE):
         native_share_penalty: float = C.NATIVE_SHARE_PENALTY,
         native_share_power: float = C.NATIVE_SHARE_POWER,
         ambient_adversary: float = C.AMBIENT_ADVERSARY,
+        n_adversary_labels: int = 0,
     ):
         super().__init__()
         self.modality_names = [SINGLE_MODALITY]
@@ -75,7 +76,8 @@ class RegularizedVAE(ModalityVAE):
         self._bind_streams({SINGLE_MODALITY: [self.encoder, self.library_encoder, self.decoder, self.observation,
                                               self.ambient_scale_encoder]})
         self._init_ambient_adversary(ambient_adversary,
-                                     n_ambient_cats_per_key if self.observation.use_background else ())
+                                     n_ambient_cats_per_key if self.observation.use_background else (),
+                                     n_adversary_labels)
         if mean_profile is not None:
             background_total = C.BACKGROUND_INIT_FRACTION if self.observation.use_background else 0.0
             self.decoder.init_output(mean_profile * (1 - background_total))
