@@ -122,6 +122,7 @@ LoadRegularizedVI <- function(dir, object, assay = NULL, layer = "counts", assay
   columns <- .setup_columns(setup_args)
   parts <- .extract_counts_and_meta(object, assay = assay, layer = layer, assay.type = assay.type)
   .check_saved_features(rownames(parts$counts), genes, "genes", parts$where)
+  .check_saved_labels(parts$meta, setup_args)
   adata <- .parts_to_anndata(parts, features = genes, obs.columns = obs.columns,
                              categorical = columns$categorical, continuous = columns$continuous,
                              check.empty = FALSE)
@@ -131,6 +132,16 @@ LoadRegularizedVI <- function(dir, object, assay = NULL, layer = "counts", assay
     reticulate::py_set_item(adata$layers, layer_name, adata$X)
   }
   adata
+}
+
+# A model set up with `labels` (the ambient adversary's) needs that column in any data given to it.
+.check_saved_labels <- function(meta, setup_args) {
+  key <- setup_args$labels_key
+  if (is.null(key) || key %in% names(meta)) return(invisible())
+  stop("The model was set up with labels = \"", key, "\" (the ambient adversary's labels), but the ",
+       "object has no metadata column '", key, "'. Add it: the cells' labels or, for a query without ",
+       "labels, one placeholder value (obj$", key, " <- \"unknown\"; it becomes a new label of the query).",
+       call. = FALSE)
 }
 
 .check_saved_features <- function(have, saved, what, where) {
@@ -171,6 +182,7 @@ LoadRegularizedVI <- function(dir, object, assay = NULL, layer = "counts", assay
   parts$counts <- parts$counts[mods]
   for (m in mods) .check_saved_features(rownames(parts$counts[[m]]), features[[m]],
                                         paste0("features of modality '", m, "'"), parts$where[[m]])
+  .check_saved_labels(parts$meta, setup_args)
   columns <- .setup_columns(setup_args)
   mdata <- .parts_to_mudata(parts, features = features, obs.columns = obs.columns,
                             categorical = columns$categorical, continuous = columns$continuous,

@@ -46,6 +46,8 @@ tokens applied to the documented model (``AmbientRegularizedSCVI``, ``batch_key=
              patch of the same loss; records say which)
   advclu<K>  the same with K k-means clusters of the data as the labels (log1p of counts per
              10k, 20 principal components, seeded): what a user without cell types gets
+  advzclu<K> the same with K k-means clusters of the latent of a default model trained first
+             (same seed and epochs; its training time is counted): the two-stage recipe
   measured   the package's ``ambient_profile=``: the design's empty-droplet profiles (one
              column per sample) given to the model as its soup shapes (designs that have one)
   shrink<R>  the package's profile background with a per-gene shrink: s_eg = a_e q_eg exp(-u_eg),
@@ -306,12 +308,16 @@ def _add_shrink(model, rate: float) -> None:
 ADV_LABEL = "adv_label"  # obs column of the adversary's labels
 
 
-def adversary_labels(design, kind: str, seed: int) -> np.ndarray:
-    """Integer label per cell: the true cell types ("lab") or K k-means clusters ("clu<K>")."""
+def adversary_labels(design, kind: str, seed: int, latent: np.ndarray | None = None) -> np.ndarray:
+    """Integer label per cell: the true cell types ("lab"), K k-means clusters of the data's
+    principal components ("clu<K>") or of ``latent`` ("zclu<K>")."""
     if kind == "lab":
         return np.unique(design.cell_type, return_inverse=True)[1]
     from sklearn.cluster import KMeans
     from sklearn.decomposition import TruncatedSVD
+
+    if kind.startswith("zclu"):
+        return KMeans(int(kind[4:]), n_init=10, random_state=seed).fit_predict(latent)
 
     X = design.observed.tocsr().astype(np.float64)
     X = X.multiply(1e4 / np.asarray(X.sum(1)).ravel()[:, None]).tocsr()
@@ -382,6 +388,8 @@ def build(variant: str) -> Spec:
             spec.adv_labels = "lab"
         elif m := re.fullmatch(r"advclu(\d+)", token):
             spec.adv_labels = f"clu{m.group(1)}"
+        elif m := re.fullmatch(r"advzclu(\d+)", token):
+            spec.adv_labels = f"zclu{m.group(1)}"
         elif m := re.fullmatch(r"shrink(\d+(?:\.\d+)?)", token):
             spec.shrink = float(m.group(1))
         else:

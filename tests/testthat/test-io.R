@@ -41,6 +41,26 @@ test_that("a Seurat query with new samples maps onto a saved reference", {
   expect_error(MapRegularizedVIQuery(missing_col, dir), "'groups' \\(categorical covariate\\) not found")
 })
 
+test_that("a reference with labels maps a query that has none through a placeholder label", {
+  skip_if_no_regularizedvi()
+  obj <- pbmc()
+  obj$lab <- as.character(obj$letter.idents)
+  ref <- do.call(RunRegularizedVI, c(list(obj, batch = "groups", labels = "lab", ambient.adversary = 2),
+                                     tiny_fit))
+  dir <- tempfile("rvi-ref-")
+  on.exit(unlink(dir, recursive = TRUE), add = TRUE)
+  SaveRegularizedVI(ref, dir)
+  query <- pbmc()
+  query$groups <- paste0("query_", query$groups)
+  expect_error(MapRegularizedVIQuery(query, dir),
+               "set up with labels = \"lab\".*no metadata column 'lab'.*obj\\$lab <- \"unknown\"")
+  query$lab <- "unknown"
+  mapped <- MapRegularizedVIQuery(query, dir, max.epochs = 2, progress = FALSE, accelerator = "cpu")
+  expect_identical(rownames(SeuratObject::Embeddings(mapped, "regularizedvi")), colnames(query))
+  py <- getRegularizedVIModel(mapped, "regularizedvi")$py
+  expect_identical(reticulate::py_to_r(py$module$n_adversary_labels), 3L)  # A, B and the placeholder
+})
+
 test_that("an SCE query maps onto a reference trained on part of kang", {
   skip_if_no_regularizedvi()
   sce <- read_kang()
