@@ -14,8 +14,9 @@
 #'
 #' The counts are checked in R before crossing: they must be finite,
 #' non-negative whole numbers (normalized or log-transformed data is refused),
-#' and with `check.empty = TRUE` no cell and no gene may have a zero total
-#' (the model cannot fit them: subset with `features`).
+#' and with `check.empty = TRUE` no cell may have a zero total (the model cannot
+#' fit it); genes with a zero total are kept with a warning (subset with
+#' `features` to drop them).
 #'
 #' Seurat 5 split layers: when the assay's counts are split into `counts.<group>`
 #' layers (after `obj[["RNA"]] <- split(obj[["RNA"]], f = obj$sample)`), all
@@ -42,8 +43,8 @@
 #'   (no `NA`).
 #' @param features Genes to keep (default all); use it to drop genes with no
 #'   counts.
-#' @param check.empty Refuse cells or genes with zero total counts (default
-#'   `TRUE`).
+#' @param check.empty Refuse cells with zero total counts, and warn about
+#'   genes with zero total counts (default `TRUE`).
 #' @return A Python `anndata.AnnData` object (reticulate reference, not
 #'   converted to R).
 #' @examples
@@ -183,8 +184,11 @@ as.AnnData <- function(object, assay = NULL, layer = "counts", assay.type = "cou
     fix <- if (subset) "leave them out of `features`" else
       if (is.null(fixes)) "pass `features` without them" else
         paste0("pass features = ", fixes$genes, " (", fixes$object, ": your object)")
-    stop(where, " has ", length(empty_genes), " gene(s) with zero total counts (e.g. '",
-         rownames(counts)[empty_genes[1]], "'): ", fix, ".", call. = FALSE)
+    # kept, as scVI keeps them (common after subsetting cells): the model learns them as
+    # unexpressed, with finite outputs
+    warning(where, " has ", length(empty_genes), " gene(s) with zero total counts (e.g. '",
+            rownames(counts)[empty_genes[1]], "'); they are kept and learned as unexpressed. ",
+            "To drop them: ", fix, ".", call. = FALSE)
   }
   invisible(TRUE)
 }

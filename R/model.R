@@ -116,7 +116,8 @@
 #'   raw counts (default `"counts"`; on a split Seurat 5 assay all its
 #'   `counts.*` layers, see [as.AnnData()]).
 #' @param assay.type SingleCellExperiment assay with raw counts.
-#' @param features Genes to use (default all; every gene needs some counts).
+#' @param features Genes to use (default all; genes without counts are kept,
+#'   with a warning).
 #' @param n.hidden,n.latent,n.layers,dropout.rate Network size: hidden width
 #'   (128), latent dimensions (10), hidden layers (1): whole numbers >= 1;
 #'   dropout rate (0.1) in \[0, 1), applied during training to the input of

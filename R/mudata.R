@@ -19,8 +19,8 @@
 #' other modality must hold.
 #'
 #' Each modality's counts must be finite, non-negative whole numbers. With
-#' `check.empty = TRUE`, no feature may have zero total counts and no cell may
-#' have zero counts in every modality (a cell without counts in one modality is
+#' `check.empty = TRUE`, features with zero total counts are kept with a
+#' warning and no cell may have zero counts in every modality (a cell without counts in one modality is
 #' allowed: the model masks that modality out for it).
 #'
 #' @param object A `Seurat` object with several assays, or a
@@ -193,8 +193,9 @@ as.MuData <- function(object, assays = NULL, layer = "counts", altexps = NULL, m
           paste0("pass features = list(", mod, " = ", fixes[[mod]]$genes, ") (", fixes[[mod]]$object,
                  ": your object)")
         }
-        stop(where[[mod]], " has ", length(empty), " feature(s) with zero total counts (e.g. '",
-             rownames(counts[[mod]])[empty[1]], "'): ", fix, ".", call. = FALSE)
+        warning(where[[mod]], " has ", length(empty), " feature(s) with zero total counts (e.g. '",
+                rownames(counts[[mod]])[empty[1]], "'); they are kept and learned as unexpressed. ",
+                "To drop them: ", fix, ".", call. = FALSE)
       }
     }
   }

@@ -90,10 +90,11 @@ class AmbientRegularizedSCVI(RegularizedModelBase):
         the contamination fraction (0.011-0.064 against 0.060-0.115) and mixes the
         samples more, at a cost in cell-type purity of the latent (0.035-0.049) where
         cell-type composition differs between groups: it removes what tells the groups
-        apart, biology included. No gain with 16 samples
-        or with the group also in ``nn_conditioning_covariate_keys``. Meant for
-        estimating and removing contamination; see the README (ambient section). Needs
-        two or more ambient groups.
+        apart, biology included. With ``labels_key`` in :meth:`setup_anndata` (cell types,
+        or clusters) the classifier also reads each cell's label, and that cost mostly
+        goes (README, ambient section). No gain with 16 samples or with the group also in
+        ``nn_conditioning_covariate_keys``. Meant for estimating and removing
+        contamination. Needs two or more ambient groups.
 
     Examples
     --------
