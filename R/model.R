@@ -187,8 +187,9 @@ regularizedviModel <- function(object, batch = NULL, ambient = NULL, nn.conditio
   adata <- .parts_to_anndata(parts, features = features, categorical = setup$columns$categorical,
                              continuous = setup$columns$continuous)
   rv <- .py_module("regularizedvi")
-  .py_call(do.call(rv$AmbientRegularizedSCVI$setup_anndata, c(list(adata), setup$args)),
-           "Setting up the data failed")
+  .py_call(.without_py_zero_feature_warning(
+    do.call(rv$AmbientRegularizedSCVI$setup_anndata, c(list(adata), setup$args))),
+    "Setting up the data failed")
   .set_seed(net$seed)
   model_args <- list(adata, n_hidden = net$n.hidden, n_latent = net$n.latent,
                      n_layers = net$n.layers, dropout_rate = net$dropout.rate,

@@ -97,9 +97,9 @@ regularizedviMultimodalModel <- function(object, assays = NULL, altexps = NULL, 
   }
   rv <- .py_module("regularizedvi")
   modalities <- reticulate::py_dict(mods, as.list(mods), convert = FALSE)
-  .py_call(do.call(rv$RegularizedMultimodalVI$setup_mudata,
-                   c(list(mdata, modalities = modalities), setup$args)),
-           "Setting up the data failed")
+  .py_call(.without_py_zero_feature_warning(
+    do.call(rv$RegularizedMultimodalVI$setup_mudata, c(list(mdata, modalities = modalities), setup$args))),
+    "Setting up the data failed")
   .set_seed(net$seed)
   model_args <- list(mdata, n_hidden = .per_modality(net$n.hidden, mods, "n.hidden"),
                      n_latent = .per_modality(net$n.latent, mods, "n.latent"),

@@ -248,6 +248,17 @@ regularizedvi_available <- function(initialize = TRUE) {
   })
 }
 
+# R warns about features without counts itself (.check_counts), in R terms; the Python
+# core's warning of the same would repeat it with Python advice, so set-up calls run with
+# that one warning silenced.
+.without_py_zero_feature_warning <- function(expr) {
+  warnings <- .py_module("warnings")
+  with(warnings$catch_warnings(), {
+    warnings$filterwarnings("ignore", message = ".* feature\\(s\\) have zero total counts")
+    expr
+  })
+}
+
 # scvi-tools logs "Input AnnData not setup with scvi-tools. attempting to transfer AnnData
 # setup" (INFO) whenever a model meets data other than its own: expected where this package
 # does it (label transfer embeds the reference data), so hidden for that call only.
