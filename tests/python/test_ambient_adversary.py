@@ -101,15 +101,22 @@ def test_adversary_needs_two_ambient_groups(simulated):
         _model(one, 1.0, batch_key="one")
 
 
-def test_save_load_and_query_surgery(simulated, tmp_path):
+def _saved_and_reloaded(build, simulated, tmp_path):
+    """Trains ``build(reference cells, 4.0)``, saves it, checks that loading gives the same
+    latent bit for bit, and returns the trained reference and the held-out query cells."""
     ref = simulated[simulated.obs["batch"] != "batch_2"].copy()
     query = simulated[simulated.obs["batch"] == "batch_2"].copy()
-    reference = _model(ref, 4.0)
+    reference = build(ref, 4.0)
     reference.train(max_epochs=3, **QUIET)
     reference.save(tmp_path / "ref")
     loaded = rv.AmbientRegularizedSCVI.load(tmp_path / "ref", adata=ref)
     assert loaded.module.ambient_adversary == 4.0
     np.testing.assert_array_equal(loaded.get_latent_representation(), reference.get_latent_representation())
+    return reference, query
+
+
+def test_save_load_and_query_surgery(simulated, tmp_path):
+    reference, query = _saved_and_reloaded(_model, simulated, tmp_path)
     head = reference.module.ambient_adversary_net[-1].weight.detach().clone()
     mapped = rv.AmbientRegularizedSCVI.load_query_data(query, tmp_path / "ref")
     new_head = mapped.module.ambient_adversary_net[-1]
@@ -180,13 +187,7 @@ def test_bad_labels_keys_are_refused(simulated):
 
 
 def test_labels_save_load_and_a_query_without_labels(simulated, tmp_path):
-    ref = simulated[simulated.obs["batch"] != "batch_2"].copy()
-    query = simulated[simulated.obs["batch"] == "batch_2"].copy()
-    reference = _labelled(ref, 4.0)
-    reference.train(max_epochs=3, **QUIET)
-    reference.save(tmp_path / "ref")
-    loaded = rv.AmbientRegularizedSCVI.load(tmp_path / "ref", adata=ref)
-    np.testing.assert_array_equal(loaded.get_latent_representation(), reference.get_latent_representation())
+    reference, query = _saved_and_reloaded(_labelled, simulated, tmp_path)
     del query.obs["cell_type"]
     with pytest.raises(ValueError, match=r"labels_key='cell_type'.*no obs column 'cell_type'.*'unknown'"):
         rv.AmbientRegularizedSCVI.load_query_data(query, tmp_path / "ref")
