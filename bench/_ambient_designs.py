@@ -26,7 +26,8 @@ DESIGNS = {
     "facs4": dict(file="pbmc_facs.h5ad", label="cell_type", per_type=200, n_genes=1000,
                   fractions=[0.05, 0.12, 0.22, 0.35], soup="mix"),
     "kang4": dict(file="kang_ifnb.h5ad", label="cell_type", per_type=400, n_genes=1000,
-                  fractions=[0.02, 0.05, 0.10, 0.20], soup="mix", sample_column="sample_id"),
+                  fractions=[0.02, 0.05, 0.10, 0.20], soup="mix", sample_column="sample_id",
+                  condition_column="condition"),
     "snare16": dict(file="snare_cortex_rna.h5ad", label="cell_type", per_type=130, n_genes=1000,
                     fractions=list(np.round(np.linspace(0.02, 0.40, 16), 3)), soup="mix"),
     "pbmc4k3": dict(file="pbmc4k_soupx.h5ad", label="cell_type", per_type=400, n_genes=1000,
@@ -56,6 +57,7 @@ class Design:
     soups: np.ndarray  # samples x genes, rows sum to 1 (the truth)
     true_fraction: np.ndarray  # per sample: contamination counts / observed counts
     empty_profiles: np.ndarray | None = None  # samples x genes, a finite-count estimate of the soups
+    condition: np.ndarray | None = None  # str per cell: a biological condition that differs between samples
     nn: bool = False
     meta: dict = field(default_factory=dict)
 
@@ -168,6 +170,8 @@ def make_design(name: str, seed: int) -> Design:
         name=name, seed=seed, observed=Y, clean=sp.csr_matrix(X), contamination=C,
         sample=np.array(samples)[s_idx], cell_type=labels, genes=genes, samples=samples,
         soups=soups, true_fraction=true_fraction, empty_profiles=empty_profiles,
+        condition=(a.obs[spec["condition_column"]].astype(str).to_numpy()[cells]
+                   if "condition_column" in spec else None),
         nn=bool(spec.get("nn", False)),
         meta={"n_cells": int(labels.size), "n_genes": int(genes.size), "n_types": len(types),
               "n_samples": n_samples, "dataset": spec["file"], "soup": spec["soup"],

@@ -44,6 +44,8 @@ tokens applied to the documented model (``AmbientRegularizedSCVI``, ``batch_key=
              that the encoder only has to hide what tells the groups apart WITHIN a type and
              composition differences between groups stay in z (session 12 first ran it as a
              patch of the same loss; records say which)
+  advlabcond the same with the TRUE cell type x the design's biological condition (kang4:
+             ctrl / stim, which differs between its samples; the cell type alone elsewhere)
   advclu<K>  the same with K k-means clusters of the data as the labels (log1p of counts per
              10k, 20 principal components, seeded): what a user without cell types gets
   advzclu<K> the same with K k-means clusters of the latent of a default model trained first
@@ -309,10 +311,14 @@ ADV_LABEL = "adv_label"  # obs column of the adversary's labels
 
 
 def adversary_labels(design, kind: str, seed: int, latent: np.ndarray | None = None) -> np.ndarray:
-    """Integer label per cell: the true cell types ("lab"), K k-means clusters of the data's
+    """Integer label per cell: the true cell types ("lab"), cell type x condition ("labcond"), K k-means clusters of the data's
     principal components ("clu<K>") or of ``latent`` ("zclu<K>")."""
     if kind == "lab":
         return np.unique(design.cell_type, return_inverse=True)[1]
+    if kind == "labcond":
+        cond = design.condition if design.condition is not None else np.full(design.cell_type.size, "")
+        return np.unique(np.char.add(np.char.add(design.cell_type.astype(str), "|"), cond.astype(str)),
+                         return_inverse=True)[1]
     from sklearn.cluster import KMeans
     from sklearn.decomposition import TruncatedSVD
 
@@ -386,6 +392,8 @@ def build(variant: str) -> Spec:
             spec.model_kwargs["ambient_adversary"] = float(m.group(1))
         elif token == "advlab":
             spec.adv_labels = "lab"
+        elif token == "advlabcond":
+            spec.adv_labels = "labcond"
         elif m := re.fullmatch(r"advclu(\d+)", token):
             spec.adv_labels = f"clu{m.group(1)}"
         elif m := re.fullmatch(r"advzclu(\d+)", token):

@@ -68,8 +68,10 @@ NATIVE_SHARE_POWER = 0.75
 # background recovers a compressed range of contamination. On the semi-synthetic designs of
 # bench/ambient_bench.py a weight of 20 halves the fraction error with 2-4 samples (3 seeds)
 # but costs kNN purity (0.035-0.049: cell types do differ between samples) and does not help
-# with 16 samples or with the sample in the decoder: see bench/README.md and the README's ambient
-# section before turning it on. AMBIENT_ADVERSARY_N_HIDDEN: the classifier's width.
+# with 16 samples or with the sample in the decoder. With labels_key (cell type, x condition
+# where one differs between samples) the purity cost goes and a weight of 100 is best
+# (fraction MAE 0.024-0.034, 3 seeds): see bench/README.md and the README's ambient section
+# before turning it on. AMBIENT_ADVERSARY_N_HIDDEN: the classifier's width.
 AMBIENT_ADVERSARY = 0.0
 AMBIENT_ADVERSARY_N_HIDDEN = 32
 # The background's Gamma(1, 100) prior (spec) is off unless asked for.
