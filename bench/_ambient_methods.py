@@ -147,8 +147,9 @@ def regularizedvi(design, variant: str = "default", seed: int = 0, epochs: int |
     import _ambient_variants as V
 
     a = _adata(design)
-    scvi.settings.seed = seed
     spec = V.build(variant)
+    seed = seed + spec.model_seed_offset  # the design keeps its own seed
+    scvi.settings.seed = seed
     setup = {"batch_key": "sample"}
     if design.nn:
         setup["nn_conditioning_covariate_keys"] = ["sample"]

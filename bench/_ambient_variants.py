@@ -59,6 +59,8 @@ tokens applied to the documented model (``AmbientRegularizedSCVI``, ``batch_key=
              no gene can take more than its mean-profile share (housekeeping genes stay native)
   enc        the sample also given to ``encoder_covariate_keys`` (setup_anndata): the encoder
              may then remove the sample's soup signature, so that the latent need not carry it
+  mseed<K>   the model's seed (torch, k-means) is the design's seed + K: tells a bad design
+             from a bad training
   truesoup   a diagnostic: ``ambient_profile=`` the design's TRUE soups (one column per sample),
              what the amount's estimate gives when the shape is exactly right
   percell    each cell's background is scaled by c_n = exp(h(x_n)) (a small network on
@@ -97,6 +99,7 @@ class Spec:
     truesoup: bool = False
     shrink: float = 0.0
     adv_labels: str = ""  # "lab" (true cell types) or "clu<K>" (k-means clusters)
+    model_seed_offset: int = 0  # mseed<K>: the model's seed is the design's + K
     setup_kwargs: dict = field(default_factory=dict)
 
     def after_init(self, model, design) -> None:
@@ -398,6 +401,8 @@ def build(variant: str) -> Spec:
             spec.adv_labels = f"clu{m.group(1)}"
         elif m := re.fullmatch(r"advzclu(\d+)", token):
             spec.adv_labels = f"zclu{m.group(1)}"
+        elif m := re.fullmatch(r"mseed(\d+)", token):
+            spec.model_seed_offset = int(m.group(1))
         elif m := re.fullmatch(r"shrink(\d+(?:\.\d+)?)", token):
             spec.shrink = float(m.group(1))
         else:
