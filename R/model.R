@@ -113,7 +113,9 @@
 #'   (treatment, disease) differs between samples, give one column of cell type
 #'   x condition (`paste(obj$seurat_clusters, obj$condition)`); with cell type
 #'   alone the condition's response leaves the latent and the background
-#'   absorbs it (fractions too high). Nothing else uses it:
+#'   absorbs it (fractions too high). Even then it was unstable on a design
+#'   with a planted condition (README): where a condition differs between
+#'   samples, leave the adversary off. Nothing else uses it:
 #'   without `ambient.adversary` > 0 it is an error. A query mapped with
 #'   [MapRegularizedVIQuery()] needs the column too: without labels, one
 #'   placeholder value (e.g. `"unknown"`).
@@ -152,7 +154,8 @@
 #'   contamination estimates and corrected counts; see the README. Give
 #'   `labels` too where you have cell types or clusters (x condition where one
 #'   differs between samples): the purity cost then goes, and a weight of 100
-#'   gives the most accurate fractions (about 0.03 from the truth).
+#'   gives the most accurate fractions (about 0.03 from the truth), though
+#'   not reliably where a condition differs between samples (README).
 #'
 #' @details Categorical covariates (`batch`, `ambient`, `nn.conditioning`,
 #'   `feature.scaling`, `dispersion`, `library.size`, `encoder.covariates`) are

@@ -34,6 +34,11 @@ DESIGNS = {
                     fractions=[0.08, 0.18, 0.30], soup="empty"),
     "cellbench2": dict(file="cellbench_mixology.h5ad", label="cell_line", per_type=250, n_genes=1000,
                        fractions=[0.15, 0.40], soup="mix"),
+    # facs4 with a planted condition: in every cell of samples s1 and s3 ("stim") 40 genes gain
+    # Poisson((fold - 1) x their count + floor) counts, the same in every cell type (known exactly)
+    "facs4cond": dict(file="pbmc_facs.h5ad", label="cell_type", per_type=200, n_genes=1000,
+                      fractions=[0.05, 0.12, 0.22, 0.35], soup="mix",
+                      planted_condition=dict(samples=[1, 3], n_genes=40, fold=4.0, floor=0.5)),
     "facs8nn": dict(file="pbmc_facs.h5ad", label="cell_type", per_type=200, n_genes=1000,
                     fractions=[0.03, 0.06, 0.09, 0.13, 0.17, 0.21, 0.25, 0.30], soup="mix", nn=True),
 }
@@ -136,6 +141,19 @@ def make_design(name: str, seed: int) -> Design:
             m = np.flatnonzero(labels == t)
             share = rng.dirichlet(np.full(n_samples, 2.0))
             s_idx[m] = rng.choice(n_samples, m.size, p=share)
+    condition = None
+    if "condition_column" in spec:
+        condition = a.obs[spec["condition_column"]].astype(str).to_numpy()[cells]
+    elif "planted_condition" in spec:  # a response program in the "stim" samples, part of the clean truth
+        pc = spec["planted_condition"]
+        stim = np.isin(s_idx, pc["samples"])
+        detected = np.flatnonzero(np.asarray((X > 0).mean(0)).ravel() >= 0.05)
+        program = rng.choice(detected, pc["n_genes"], replace=False)
+        X = X.tolil()
+        block = X[np.flatnonzero(stim)][:, program].toarray()
+        X[np.ix_(np.flatnonzero(stim), program)] = block + rng.poisson((pc["fold"] - 1) * block + pc["floor"])
+        X = sp.csr_matrix(X)
+        condition = np.where(stim, "stim", "ctrl")
     P = _profiles(X, labels, types)
 
     soups = []
@@ -170,8 +188,7 @@ def make_design(name: str, seed: int) -> Design:
         name=name, seed=seed, observed=Y, clean=sp.csr_matrix(X), contamination=C,
         sample=np.array(samples)[s_idx], cell_type=labels, genes=genes, samples=samples,
         soups=soups, true_fraction=true_fraction, empty_profiles=empty_profiles,
-        condition=(a.obs[spec["condition_column"]].astype(str).to_numpy()[cells]
-                   if "condition_column" in spec else None),
+        condition=condition,
         nn=bool(spec.get("nn", False)),
         meta={"n_cells": int(labels.size), "n_genes": int(genes.size), "n_types": len(types),
               "n_samples": n_samples, "dataset": spec["file"], "soup": spec["soup"],

@@ -70,8 +70,9 @@ NATIVE_SHARE_POWER = 0.75
 # but costs kNN purity (0.035-0.049: cell types do differ between samples) and does not help
 # with 16 samples or with the sample in the decoder. With labels_key (cell type, x condition
 # where one differs between samples) the purity cost goes and a weight of 100 is best
-# (fraction MAE 0.024-0.034, 3 seeds): see bench/README.md and the README's ambient section
-# before turning it on. AMBIENT_ADVERSARY_N_HIDDEN: the classifier's width.
+# (fraction MAE 0.024-0.034, 3 seeds), except where a condition differs between samples in
+# every cell type (a planted design: unstable, worse than off): see bench/README.md and the
+# README's ambient section before turning it on. AMBIENT_ADVERSARY_N_HIDDEN: the classifier's width.
 AMBIENT_ADVERSARY = 0.0
 AMBIENT_ADVERSARY_N_HIDDEN = 32
 # The background's Gamma(1, 100) prior (spec) is off unless asked for.

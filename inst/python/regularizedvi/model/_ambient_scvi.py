@@ -94,7 +94,8 @@ class AmbientRegularizedSCVI(RegularizedModelBase):
         or clusters; x condition where one differs between groups) the classifier also
         reads each cell's label, that cost goes, and a weight of 100 gives a fraction error
         of 0.024-0.034 and corrected counts within 1.05x of an oracle subtraction's
-        (README, ambient section). No gain with 16 samples or with the group also in
+        (README, ambient section), but not reliably where a condition differs between
+        the groups in every cell type. No gain with 16 samples or with the group also in
         ``nn_conditioning_covariate_keys``. Meant for estimating and removing
         contamination. Needs two or more ambient groups.
 
@@ -230,7 +231,9 @@ class AmbientRegularizedSCVI(RegularizedModelBase):
             ``obs["cell_type"].astype(str) + "|" + obs["condition"].astype(str)``; with cell
             type alone the adversary takes the condition's response out of the latent and
             the background absorbs it (kang ctrl / stim: every sample's fraction 0.03-0.05
-            too high). Nothing else uses the labels (a warning says so when the adversary is
+            too high). Even with the condition in the labels the adversary was unstable on
+            a design with a planted condition (README, ambient section): where a condition
+            differs between the groups, the default model is the safer choice. Nothing else uses the labels (a warning says so when the adversary is
             off). Data given to a model set
             up with it later (``load``, ``load_query_data``, outputs) need the column too; a
             query without labels can take one placeholder value, e.g. ``"unknown"``.
