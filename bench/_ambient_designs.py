@@ -39,6 +39,10 @@ DESIGNS = {
     "facs4cond": dict(file="pbmc_facs.h5ad", label="cell_type", per_type=200, n_genes=1000,
                       fractions=[0.05, 0.12, 0.22, 0.35], soup="mix",
                       planted_condition=dict(samples=[1, 3], n_genes=40, fold=4.0, floor=0.5)),
+    # the same, but each sample's soup mixes the profiles of cells of its own condition
+    "facs4condsoup": dict(file="pbmc_facs.h5ad", label="cell_type", per_type=200, n_genes=1000,
+                          fractions=[0.05, 0.12, 0.22, 0.35], soup="mix", soup_by_condition=True,
+                          planted_condition=dict(samples=[1, 3], n_genes=40, fold=4.0, floor=0.5)),
     "facs8nn": dict(file="pbmc_facs.h5ad", label="cell_type", per_type=200, n_genes=1000,
                     fractions=[0.03, 0.06, 0.09, 0.13, 0.17, 0.21, 0.25, 0.30], soup="mix", nn=True),
 }
@@ -164,7 +168,12 @@ def make_design(name: str, seed: int) -> Design:
         else:
             comp = np.array([(labels[s_idx == s] == t).mean() for t in types])
             w = 0.5 * comp + 0.5 * rng.dirichlet(np.ones(len(types)))
-            soup = (w @ P) * np.exp(SOUP_PERTURB_SD * rng.standard_normal(P.shape[1]))
+            Ps = P
+            if spec.get("soup_by_condition"):  # the soup's cells are of the sample's own condition
+                own = condition == condition[s_idx == s][0]
+                Ps = np.stack([_profiles(X[own], labels[own], [t])[0] if (own & (labels == t)).any() else P[k]
+                               for k, t in enumerate(types)])
+            soup = (w @ Ps) * np.exp(SOUP_PERTURB_SD * rng.standard_normal(P.shape[1]))
         soups.append(soup / soup.sum())
     soups = np.stack(soups)
 
