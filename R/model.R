@@ -108,14 +108,13 @@
 #'   `seurat_clusters`) for the ambient adversary alone (`ambient.adversary` >
 #'   0): the adversary then reads each cell's label beside the latent, so it
 #'   removes only what tells the ambient groups apart within a label and keeps
-#'   the composition differences (biology) in the latent. The labels must carry
-#'   every biological difference between the ambient groups: where a condition
-#'   (treatment, disease) differs between samples, give one column of cell type
-#'   x condition (`paste(obj$seurat_clusters, obj$condition)`); with cell type
-#'   alone the condition's response leaves the latent and the background
-#'   absorbs it (fractions too high). Even then it was unstable on a design
-#'   with a planted condition (README): where a condition differs between
-#'   samples, leave the adversary off. Nothing else uses it:
+#'   the composition differences (biology) in the latent. Where a condition
+#'   (treatment, disease) differs between samples, the labels need it too (one
+#'   column of cell type x condition, `paste(obj$seurat_clusters,
+#'   obj$condition)`): with cell type alone the condition's response leaves the
+#'   latent and the background absorbs it (fractions too high). Even then the
+#'   adversary was unstable on a design with a planted condition (README), so
+#'   there leave it off. Nothing else uses it:
 #'   without `ambient.adversary` > 0 it is an error. A query mapped with
 #'   [MapRegularizedVIQuery()] needs the column too: without labels, one
 #'   placeholder value (e.g. `"unknown"`).

@@ -225,18 +225,17 @@ class AmbientRegularizedSCVI(RegularizedModelBase):
             for the ambient adversary alone (``ambient_adversary`` > 0), which then reads
             each cell's label beside the latent: it can predict the ambient group from the
             label where groups differ in composition, so the encoder hides only what tells
-            the groups apart within a label and keeps the biology. The labels must carry
-            every biological difference between the groups: where a condition (treatment,
-            disease, genotype) differs between samples, give cell type x condition, e.g.
-            ``obs["cell_type"].astype(str) + "|" + obs["condition"].astype(str)``; with cell
-            type alone the adversary takes the condition's response out of the latent and
-            the background absorbs it (kang ctrl / stim: every sample's fraction 0.03-0.05
-            too high). Even with the condition in the labels the adversary was unstable on
-            a design with a planted condition (README, ambient section): where a condition
-            differs between the groups, the default model is the safer choice. Nothing else uses the labels (a warning says so when the adversary is
-            off). Data given to a model set
-            up with it later (``load``, ``load_query_data``, outputs) need the column too; a
-            query without labels can take one placeholder value, e.g. ``"unknown"``.
+            the groups apart within a label and keeps the biology. Where a condition
+            (treatment, disease, genotype) differs between the groups, the labels need it
+            too, e.g. ``obs["cell_type"].astype(str) + "|" + obs["condition"].astype(str)``:
+            with cell type alone the adversary takes the condition's response out of the
+            latent and the background absorbs it (kang ctrl / stim: every sample's fraction
+            0.03-0.05 too high). Even then the adversary was unstable on a design with a
+            planted condition (README, ambient section), so there the default model is the
+            safer choice. Nothing else uses the labels (a warning says so when the adversary
+            is off). Data given to a model set up with it later (``load``,
+            ``load_query_data``, outputs) need the column too; a query without labels can
+            take one placeholder value, e.g. ``"unknown"``.
 
         Without ``batch_key`` or purpose-specific keys, every component has one group.
         """
