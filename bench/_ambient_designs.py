@@ -22,9 +22,11 @@ from _common import data_path
 
 # name: dataset, label column, cells cap per type, total cells cap, genes, samples,
 # per-sample fractions (target share of each cell's observed counts), soup kind, decoder covs
+_FACS4 = dict(file="pbmc_facs.h5ad", label="cell_type", per_type=200, n_genes=1000,
+              fractions=[0.05, 0.12, 0.22, 0.35], soup="mix")
+_PLANTED = dict(samples=[1, 3], n_genes=40, fold=4.0, floor=0.5)
 DESIGNS = {
-    "facs4": dict(file="pbmc_facs.h5ad", label="cell_type", per_type=200, n_genes=1000,
-                  fractions=[0.05, 0.12, 0.22, 0.35], soup="mix"),
+    "facs4": _FACS4,
     "kang4": dict(file="kang_ifnb.h5ad", label="cell_type", per_type=400, n_genes=1000,
                   fractions=[0.02, 0.05, 0.10, 0.20], soup="mix", sample_column="sample_id",
                   condition_column="condition"),
@@ -36,13 +38,9 @@ DESIGNS = {
                        fractions=[0.15, 0.40], soup="mix"),
     # facs4 with a planted condition: in every cell of samples s1 and s3 ("stim") 40 genes gain
     # Poisson((fold - 1) x their count + floor) counts, the same in every cell type (known exactly)
-    "facs4cond": dict(file="pbmc_facs.h5ad", label="cell_type", per_type=200, n_genes=1000,
-                      fractions=[0.05, 0.12, 0.22, 0.35], soup="mix",
-                      planted_condition=dict(samples=[1, 3], n_genes=40, fold=4.0, floor=0.5)),
+    "facs4cond": dict(_FACS4, planted_condition=_PLANTED),
     # the same, but each sample's soup mixes the profiles of cells of its own condition
-    "facs4condsoup": dict(file="pbmc_facs.h5ad", label="cell_type", per_type=200, n_genes=1000,
-                          fractions=[0.05, 0.12, 0.22, 0.35], soup="mix", soup_by_condition=True,
-                          planted_condition=dict(samples=[1, 3], n_genes=40, fold=4.0, floor=0.5)),
+    "facs4condsoup": dict(_FACS4, planted_condition=_PLANTED, soup_by_condition=True),
     "facs8nn": dict(file="pbmc_facs.h5ad", label="cell_type", per_type=200, n_genes=1000,
                     fractions=[0.03, 0.06, 0.09, 0.13, 0.17, 0.21, 0.25, 0.30], soup="mix", nn=True),
 }
@@ -159,6 +157,12 @@ def make_design(name: str, seed: int) -> Design:
         X = sp.csr_matrix(X)
         condition = np.where(stim, "stim", "ctrl")
     P = _profiles(X, labels, types)
+    P_by_condition = {}  # soup_by_condition: per condition, its cells' type profiles (pooled where it lacks a type)
+    if spec.get("soup_by_condition"):
+        for c in np.unique(condition):
+            own = condition == c
+            P_by_condition[c] = np.stack([_profiles(X[own], labels[own], [t])[0] if (own & (labels == t)).any()
+                                          else P[k] for k, t in enumerate(types)])
 
     soups = []
     for s in range(n_samples):
@@ -168,11 +172,7 @@ def make_design(name: str, seed: int) -> Design:
         else:
             comp = np.array([(labels[s_idx == s] == t).mean() for t in types])
             w = 0.5 * comp + 0.5 * rng.dirichlet(np.ones(len(types)))
-            Ps = P
-            if spec.get("soup_by_condition"):  # the soup's cells are of the sample's own condition
-                own = condition == condition[s_idx == s][0]
-                Ps = np.stack([_profiles(X[own], labels[own], [t])[0] if (own & (labels == t)).any() else P[k]
-                               for k, t in enumerate(types)])
+            Ps = P_by_condition[condition[s_idx == s][0]] if P_by_condition else P
             soup = (w @ Ps) * np.exp(SOUP_PERTURB_SD * rng.standard_normal(P.shape[1]))
         soups.append(soup / soup.sum())
     soups = np.stack(soups)

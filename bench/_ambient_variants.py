@@ -314,8 +314,8 @@ ADV_LABEL = "adv_label"  # obs column of the adversary's labels
 
 
 def adversary_labels(design, kind: str, seed: int, latent: np.ndarray | None = None) -> np.ndarray:
-    """Integer label per cell: the true cell types ("lab"), cell type x condition ("labcond"), K k-means clusters of the data's
-    principal components ("clu<K>") or of ``latent`` ("zclu<K>")."""
+    """Integer label per cell: the true cell types ("lab"), cell type x condition ("labcond"),
+    K k-means clusters of the data's principal components ("clu<K>") or of ``latent`` ("zclu<K>")."""
     if kind == "lab":
         return np.unique(design.cell_type, return_inverse=True)[1]
     if kind == "labcond":
